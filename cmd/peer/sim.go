@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/murmur-ml/murmur/learner"
+	"github.com/murmur-ml/murmur/sim"
+)
+
+// simSummary is `peer sim --json`: the report plus the baseline.
+type simSummary struct {
+	sim.Report
+	CentralizedAccuracy *float64 `json:"centralized_accuracy,omitempty"`
+	DPSigma             float64  `json:"dp_sigma,omitempty"`
+	Out                 string   `json:"out,omitempty"`
+}
+
+func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	def := sim.DefaultConfig()
+	fs := newFlags("sim", stderr)
+	peers := fs.Int("peers", def.Peers, "number of peers")
+	rounds := fs.Int("rounds", def.Rounds, "rounds to run")
+	byz := fs.Int("byzantine", def.Byzantine, "number of Byzantine peers")
+	attack := fs.String("attack", def.Attack.Name, "attack of the Byzantine peers: none, sign-flip, scale, noise, label-flip, alie, ipm")
+	strength := fs.Float64("attack-strength", 0, "attack strength (0: the attack's default; see learner.Attack)")
+	agg := fs.String("aggregator", def.Agg.Rule, "aggregation rule: mean, median, trimmed-mean, krum, centered-clip")
+	trim := fs.Float64("trim", 0, "trimmed mean: fraction β cut from each end, in [0,0.5) (0: 0.3)")
+	krumF := fs.Int("krum-f", 0, "Multi-Krum: Byzantine inputs tolerated (0: the most n allows)")
+	krumM := fs.Int("krum-m", 0, "Multi-Krum: inputs averaged (0: n−f)")
+	normBound := fs.Float64("norm-bound", 0, "clip every update to this L2 norm before aggregating (0: off)")
+	partition := fs.String("partition", def.Partition.String(), "data split: iid, dirichlet:A or shards:K")
+	model := fs.String("model", def.Model, "architecture: 2nn or cnn")
+	epochs := fs.Int("local-epochs", def.Train.Epochs, "local epochs per round")
+	steps := fs.Int("local-steps", 0, "local mini-batches per round (overrides --local-epochs)")
+	batch := fs.Int("batch", def.Train.BatchSize, "local mini-batch size")
+	lr := fs.Float64("lr", def.Train.LR, "local learning rate")
+	dpSigma := fs.Float64("dp-sigma", 0, "DP: noise multiplier σ of each update (0: no DP)")
+	dpClip := fs.Float64("dp-clip", 1, "DP: L2 clipping norm C of each update")
+	dpEps := fs.Float64("dp-epsilon", 0, "DP: pick σ so that each peer spends this ε over all rounds (instead of --dp-sigma)")
+	dpDelta := fs.Float64("dp-delta", 1e-5, "DP: δ")
+	dpBudget := fs.Float64("dp-budget", 0, "DP: ε after which a peer stops contributing (0: none)")
+	seed := fs.Uint64("seed", def.Seed, "seed of everything random in the run")
+	workers := fs.Int("workers", 0, "peers trained concurrently (0: GOMAXPROCS)")
+	centralized := fs.Bool("centralized", false, "also train the model centrally for the same number of epochs and report centralized_accuracy")
+	out := fs.String("out", "", "write rounds.csv and report.json into this folder")
+	asJSON := fs.Bool("json", false, "print one JSON summary object on stdout (the table goes to stderr)")
+	load := dataFlag(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+
+	cfg := def
+	cfg.Peers, cfg.Rounds, cfg.Byzantine, cfg.Model, cfg.Seed, cfg.Workers = *peers, *rounds, *byz, *model, *seed, *workers
+	cfg.Train.Epochs, cfg.Train.Steps, cfg.Train.BatchSize, cfg.Train.LR = *epochs, *steps, *batch, *lr
+	cfg.Agg = learner.AggConfig{Rule: *agg, Trim: *trim, KrumF: *krumF, KrumM: *krumM, NormBound: *normBound}
+	var err error
+	if cfg.Partition, err = learner.ParsePartition(*partition); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if cfg.Attack, err = learner.ParseAttack(*attack); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	cfg.Attack.Strength = *strength
+	if cfg.Attack.Name == learner.AttackNone && !isSet(fs, "byzantine") {
+		cfg.Byzantine = 0
+	}
+	if *trim != 0 && *agg != learner.RuleTrimmedMean {
+		return fmt.Errorf("%w: --trim applies to --aggregator trimmed-mean, not %s", errUsage, *agg)
+	}
+	sigma := *dpSigma
+	switch {
+	case *dpSigma != 0 && *dpEps != 0:
+		return fmt.Errorf("%w: give --dp-sigma or --dp-epsilon, not both", errUsage)
+	case *dpSigma < 0 || *dpEps < 0:
+		return fmt.Errorf("%w: --dp-sigma and --dp-epsilon must be ≥ 0", errUsage)
+	case *dpEps > 0:
+		if sigma, err = learner.NoiseMultiplier(*dpEps, *dpDelta, 1, cfg.Rounds); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+	}
+	if sigma > 0 {
+		cfg.DP = &sim.DP{Clip: *dpClip, Sigma: sigma, Delta: *dpDelta, Budget: *dpBudget}
+	} else if isSet(fs, "dp-clip") || *dpBudget != 0 {
+		return fmt.Errorf("%w: --dp-clip and --dp-budget need --dp-sigma or --dp-epsilon", errUsage)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	train, test, err := load(stderr)
+	if err != nil {
+		return err
+	}
+
+	table := stdout
+	if *asJSON {
+		table = stderr
+	}
+	fmt.Fprintf(stderr, "sim: %d peers (%d Byzantine: %s), %s, %s, %s, %d rounds × %s, seed %d\n",
+		cfg.Peers, cfg.Byzantine, cfg.Attack.Name, cfg.Agg.String(), cfg.Partition, cfg.Model, cfg.Rounds, localWork(cfg.Train), cfg.Seed)
+	if cfg.DP != nil {
+		fmt.Fprintf(stderr, "sim: DP on every honest update: clip %g, σ %.4f, δ %g\n", cfg.DP.Clip, cfg.DP.Sigma, *dpDelta)
+	}
+	bar := progressbar.NewOptions(cfg.Rounds, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("rounds"),
+		progressbar.OptionShowCount(), progressbar.OptionSetWidth(30), progressbar.OptionSetPredictTime(true),
+		progressbar.OptionClearOnFinish())
+	_ = bar.RenderBlank()
+	fmt.Fprintf(table, "%5s %8s %7s %7s %6s %8s %9s %-14s %5s %6s\n", "round", "acc%", "loss", "train", "peers", "|Δ|", "ε", "head", "agree", "secs")
+	rep, err := sim.Run(ctx, cfg, train, test, func(r sim.Round) {
+		_ = bar.Clear()
+		fmt.Fprintf(table, "%5d %8.2f %7.4f %7.4f %6d %8.3f %9s %-14s %5v %6.1f\n", r.Round, 100*r.Accuracy, r.Loss, r.TrainLoss,
+			r.Contributors, r.UpdateNorm, fmtEps(r.Epsilon), r.HeadCID[:14], r.HeadsAgree, r.Seconds)
+		_ = bar.Add(1)
+	})
+	_ = bar.Finish()
+	if err != nil {
+		return err
+	}
+	sum := simSummary{Report: rep, DPSigma: sigma}
+	if *centralized {
+		acc, err := centralizedBaseline(cfg, train, test, stderr)
+		if err != nil {
+			return err
+		}
+		sum.CentralizedAccuracy = &acc
+	}
+	if *out != "" {
+		if err := writeSimOutput(*out, sum); err != nil {
+			return err
+		}
+		sum.Out = *out
+	}
+	if *asJSON {
+		return writeJSON(stdout, sum)
+	}
+	fmt.Fprintf(stdout, "\nfinal accuracy %.2f%% after %d rounds in %.1fs; heads agree: %v; head %s\n",
+		100*rep.FinalAccuracy, rep.RoundsCommitted, rep.Seconds, rep.HeadsAgree, rep.HeadCID)
+	if sum.CentralizedAccuracy != nil {
+		fmt.Fprintf(stdout, "centralized baseline %.2f%%\n", 100**sum.CentralizedAccuracy)
+	}
+	if rep.Epsilon > 0 {
+		fmt.Fprintf(stdout, "privacy: each honest peer spent ε = %.3f at δ = %g\n", rep.Epsilon, *dpDelta)
+	}
+	if *out != "" {
+		fmt.Fprintf(stdout, "report: %s\n", filepath.Join(*out, "report.json"))
+	}
+	return nil
+}
+
+func isSet(fs *flag.FlagSet, name string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
+}
+
+func localWork(c learner.TrainConfig) string {
+	if c.Steps > 0 {
+		return fmt.Sprintf("%d local steps", c.Steps)
+	}
+	return fmt.Sprintf("%d local epoch(s)", c.Epochs)
+}
+
+func fmtEps(e float64) string {
+	if e == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(e, 'f', 3, 64)
+}
+
+// centralizedBaseline trains the same model on all the training data for as
+// many epochs as one peer's data saw in the federated run.
+func centralizedBaseline(cfg sim.Config, train, test *learner.Dataset, stderr io.Writer) (float64, error) {
+	tc := cfg.Train
+	tc.Steps = 0
+	tc.Epochs = cfg.Rounds * max(cfg.Train.Epochs, 1)
+	fmt.Fprintf(stderr, "centralized baseline: %d epochs on all %d samples\n", tc.Epochs, train.N())
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0))
+	m, err := learner.NewModel(cfg.Model, rng)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := learner.Train(m, train, tc, rng); err != nil {
+		return 0, err
+	}
+	ev, err := learner.Evaluate(m, test)
+	return ev.Accuracy, err
+}
+
+func writeSimOutput(dir string, sum simSummary) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(dir, "rounds.csv"))
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	_ = w.Write([]string{"round", "accuracy", "loss", "train_loss", "contributors", "aggregate_norm", "epsilon", "head_cid",
+		"heads_agree", "bytes_received_per_peer", "train_seconds", "aggregate_seconds", "eval_seconds", "seconds"})
+	g := func(x float64) string {
+		if math.IsNaN(x) {
+			return ""
+		}
+		return strconv.FormatFloat(x, 'g', 8, 64)
+	}
+	for _, r := range sum.Rounds {
+		_ = w.Write([]string{strconv.Itoa(r.Round), g(r.Accuracy), g(r.Loss), g(r.TrainLoss), strconv.Itoa(r.Contributors),
+			g(r.UpdateNorm), g(r.Epsilon), r.HeadCID, strconv.FormatBool(r.HeadsAgree), strconv.FormatInt(r.BytesPerPeer, 10),
+			g(r.TrainSeconds), g(r.AggSeconds), g(r.EvalSeconds), g(r.Seconds)})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	jf, err := os.Create(filepath.Join(dir, "report.json"))
+	if err != nil {
+		return err
+	}
+	if err := writeJSON(jf, sum); err != nil {
+		jf.Close()
+		return err
+	}
+	return jf.Close()
+}

@@ -1,0 +1,236 @@
+package learner
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+)
+
+// ErrConfig reports an invalid configuration value.
+var ErrConfig = errors.New("config")
+
+// Learning-rate schedules.
+const (
+	ScheduleConstant = "constant"
+	ScheduleCosine   = "cosine" // cosine decay to 0 over the run
+	ScheduleStep     = "step"   // ×0.1 at 50% and 75% of the run
+)
+
+// TrainConfig configures local training: mini-batch SGD with momentum,
+// coupled L2 weight decay, a learning-rate schedule and optional early
+// stopping on a held-out validation split.
+type TrainConfig struct {
+	Epochs      int     // passes over the local data (ignored when Steps > 0)
+	Steps       int     // if > 0, train exactly this many mini-batches
+	BatchSize   int     // samples per step (a peer with fewer uses them all)
+	LR          float64 // peak learning rate
+	Momentum    float64 // heavy-ball momentum in [0, 1)
+	WeightDecay float64 // L2 coefficient added to the gradient
+	Schedule    string  // constant, cosine or step
+	ValFraction float64 // held-out share of the data for early stopping (0: off)
+	Patience    int     // epochs without validation improvement before stopping
+}
+
+// DefaultTrainConfig is tuned for the 2NN on MNIST.
+func DefaultTrainConfig() TrainConfig {
+	return TrainConfig{
+		Epochs: 1, BatchSize: 64, LR: 0.02, Momentum: 0.9, WeightDecay: 1e-4,
+		Schedule: ScheduleConstant,
+	}
+}
+
+// Validate reports the first invalid field.
+func (c TrainConfig) Validate() error {
+	switch {
+	case c.Epochs < 1 && c.Steps < 1:
+		return fmt.Errorf("%w: epochs %d and steps %d: one must be ≥ 1", ErrConfig, c.Epochs, c.Steps)
+	case c.BatchSize < 1:
+		return fmt.Errorf("%w: batch size %d must be ≥ 1", ErrConfig, c.BatchSize)
+	case !(c.LR > 0) || math.IsInf(c.LR, 0):
+		return fmt.Errorf("%w: learning rate %v must be > 0", ErrConfig, c.LR)
+	case c.Momentum < 0 || c.Momentum >= 1:
+		return fmt.Errorf("%w: momentum %v must be in [0,1)", ErrConfig, c.Momentum)
+	case c.WeightDecay < 0:
+		return fmt.Errorf("%w: weight decay %v must be ≥ 0", ErrConfig, c.WeightDecay)
+	case c.ValFraction < 0 || c.ValFraction >= 1:
+		return fmt.Errorf("%w: validation fraction %v must be in [0,1)", ErrConfig, c.ValFraction)
+	case c.Patience < 0:
+		return fmt.Errorf("%w: patience %d must be ≥ 0", ErrConfig, c.Patience)
+	}
+	switch c.Schedule {
+	case ScheduleConstant, ScheduleCosine, ScheduleStep:
+		return nil
+	}
+	return fmt.Errorf("%w: schedule %q (want constant, cosine or step)", ErrConfig, c.Schedule)
+}
+
+// lrAt is the learning rate at step t of total.
+func (c TrainConfig) lrAt(t, total int) float64 {
+	frac := float64(t) / float64(max(total, 1))
+	switch c.Schedule {
+	case ScheduleCosine:
+		return c.LR * 0.5 * (1 + math.Cos(math.Pi*frac))
+	case ScheduleStep:
+		switch {
+		case frac >= 0.75:
+			return c.LR * 0.01
+		case frac >= 0.5:
+			return c.LR * 0.1
+		}
+	}
+	return c.LR
+}
+
+// TrainStats summarises one call of Train.
+type TrainStats struct {
+	Steps     int
+	Samples   int     // samples processed (steps × batch)
+	Epochs    int     // epochs completed
+	Loss      float64 // mean training loss over the last epoch
+	ValLoss   float64 // best validation loss (NaN without validation)
+	StoppedAt int     // epoch at which early stopping fired (0: it did not)
+}
+
+// Train runs mini-batch SGD on m in place. rng orders the batches (and
+// splits off the validation set); nothing else is random, so the same rng
+// state gives the same weights.
+func Train(m *Model, data *Dataset, cfg TrainConfig, rng *rand.Rand) (TrainStats, error) {
+	st := TrainStats{ValLoss: math.NaN()}
+	if err := cfg.Validate(); err != nil {
+		return st, err
+	}
+	if data.N() == 0 {
+		return st, fmt.Errorf("%w: no training samples", ErrDataset)
+	}
+	train, val := data, (*Dataset)(nil)
+	if cfg.ValFraction > 0 && cfg.Patience > 0 {
+		var err error
+		if train, val, err = data.Split(cfg.ValFraction, rng); err != nil {
+			return st, err
+		}
+		if val.N() == 0 || train.N() == 0 {
+			train, val = data, nil
+		}
+	}
+	batch := min(cfg.BatchSize, train.N())
+	perEpoch := train.N() / batch // the last partial batch of an epoch is dropped
+	epochs, total := cfg.Epochs, cfg.Steps
+	if cfg.Steps > 0 {
+		epochs = (cfg.Steps + perEpoch - 1) / perEpoch
+	} else {
+		total = epochs * perEpoch
+	}
+
+	nt, err := newNet(m, batch, true)
+	if err != nil {
+		return st, err
+	}
+	defer nt.Close()
+	off := m.Arch.Offsets()
+	vel := make([]float32, len(m.Params))
+	var best []float32
+	bad := 0
+	for e := 0; e < epochs && st.Steps < total; e++ {
+		perm := rng.Perm(train.N())
+		var sum float64
+		var count int
+		for b := 0; b < perEpoch && st.Steps < total; b++ {
+			nt.load(train, perm[b*batch:(b+1)*batch])
+			if err := nt.run(); err != nil {
+				return st, err
+			}
+			sum += float64(nt.loss())
+			count++
+			lr := float32(cfg.lrAt(st.Steps, total))
+			mom, wd := float32(cfg.Momentum), float32(cfg.WeightDecay)
+			for li := range m.Arch.Layers {
+				g := nt.grad(li)
+				w := m.Params[off[li]:off[li+1]]
+				v := vel[off[li]:off[li+1]]
+				for j := range w {
+					v[j] = mom*v[j] + g[j] + wd*w[j]
+					w[j] -= lr * v[j]
+				}
+			}
+			st.Steps++
+			st.Samples += batch
+		}
+		st.Epochs = e + 1
+		st.Loss = sum / float64(max(count, 1))
+		if math.IsNaN(st.Loss) || math.IsInf(st.Loss, 0) {
+			return st, fmt.Errorf("%w: training diverged (loss %v at epoch %d)", ErrModel, st.Loss, e+1)
+		}
+		if val == nil {
+			continue
+		}
+		ev, err := Evaluate(m, val)
+		if err != nil {
+			return st, err
+		}
+		if math.IsNaN(st.ValLoss) || ev.Loss < st.ValLoss {
+			st.ValLoss, bad = ev.Loss, 0
+			best = slices.Clone(m.Params)
+		} else if bad++; bad >= cfg.Patience {
+			st.StoppedAt = e + 1
+			break
+		}
+	}
+	if best != nil {
+		copy(m.Params, best)
+	}
+	return st, nil
+}
+
+// Eval is a model's accuracy and mean cross-entropy on a dataset.
+type Eval struct {
+	Accuracy float64 `json:"accuracy"`
+	Loss     float64 `json:"loss"`
+	N        int     `json:"n"`
+}
+
+// evalBatch divides MNIST's 10,000 test images evenly; other sizes pad the
+// last batch with zero rows that are not counted.
+const evalBatch = 500
+
+// Evaluate runs the model forward over all of d.
+func Evaluate(m *Model, d *Dataset) (Eval, error) {
+	if d.N() == 0 {
+		return Eval{}, fmt.Errorf("%w: no evaluation samples", ErrDataset)
+	}
+	batch := min(evalBatch, d.N())
+	nt, err := newNet(m, batch, false)
+	if err != nil {
+		return Eval{}, err
+	}
+	defer nt.Close()
+	correct := 0
+	var loss float64
+	idx := make([]int, 0, batch)
+	for start := 0; start < d.N(); start += batch {
+		idx = idx[:0]
+		for i := start; i < min(start+batch, d.N()); i++ {
+			idx = append(idx, i)
+		}
+		nt.load(d, idx)
+		if err := nt.run(); err != nil {
+			return Eval{}, err
+		}
+		lp := nt.logProbs()
+		for r, i := range idx {
+			row := lp[r*NumClasses : (r+1)*NumClasses]
+			arg := 0
+			for c := 1; c < NumClasses; c++ {
+				if row[c] > row[arg] {
+					arg = c
+				}
+			}
+			if arg == int(d.Labels[i]) {
+				correct++
+			}
+			loss -= float64(row[d.Labels[i]])
+		}
+	}
+	return Eval{Accuracy: float64(correct) / float64(d.N()), Loss: loss / float64(d.N()), N: d.N()}, nil
+}

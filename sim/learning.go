@@ -1,0 +1,383 @@
+package sim
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/murmur-ml/murmur/learner"
+)
+
+// ErrConfig reports an invalid simulation setting.
+var ErrConfig = errors.New("sim config")
+
+// DP is the simulation's differential-privacy setting. Each honest peer clips
+// its update to Clip and adds N(0, (Sigma·Clip)²) per coordinate; its own
+// accountant composes one Gaussian mechanism per contributed round (sample
+// rate 1: the whole local dataset is used each round).
+type DP struct {
+	Clip, Sigma float64
+	Delta       float64 // δ at which ε is reported (default 1e-5)
+	Budget      float64 // ε after which a peer stops contributing (0: none)
+}
+
+// Config is one simulation.
+type Config struct {
+	Peers, Rounds int
+	Model         string
+	Partition     learner.Partition
+	Train         learner.TrainConfig
+	Agg           learner.AggConfig
+	Byzantine     int
+	Attack        learner.Attack
+	DP            *DP // nil: no differential privacy
+	Seed          uint64
+	Workers       int // concurrent local trainings (default GOMAXPROCS)
+}
+
+// DefaultConfig is `peer sim` with no flags: 8 peers, 2 of them flipping
+// signs, trimmed mean, Dirichlet(0.5) label skew, the 2NN.
+func DefaultConfig() Config {
+	part, _ := learner.ParsePartition("dirichlet:0.5")
+	atk, _ := learner.ParseAttack(learner.AttackSignFlip)
+	return Config{
+		Peers: 8, Rounds: 10, Model: learner.Arch2NN, Partition: part,
+		Train: learner.DefaultTrainConfig(), Agg: learner.AggConfig{Rule: learner.RuleTrimmedMean},
+		Byzantine: 2, Attack: atk, Seed: 1,
+	}
+}
+
+// Validate reports the first unusable setting, including impossible
+// combinations (a rule that cannot tolerate the Byzantine count, …).
+func (c Config) Validate() error {
+	switch {
+	case c.Peers < 1:
+		return fmt.Errorf("%w: --peers %d must be ≥ 1", ErrConfig, c.Peers)
+	case c.Rounds < 1:
+		return fmt.Errorf("%w: --rounds %d must be ≥ 1", ErrConfig, c.Rounds)
+	case c.Byzantine < 0 || c.Byzantine >= c.Peers:
+		return fmt.Errorf("%w: --byzantine %d must be in [0, peers=%d)", ErrConfig, c.Byzantine, c.Peers)
+	case c.Byzantine > 0 && c.Attack.Name == learner.AttackNone:
+		return fmt.Errorf("%w: --byzantine %d needs --attack NAME", ErrConfig, c.Byzantine)
+	}
+	if _, err := learner.ArchByName(c.Model); err != nil {
+		return err
+	}
+	if err := c.Train.Validate(); err != nil {
+		return err
+	}
+	if err := c.Agg.Validate(); err != nil {
+		return err
+	}
+	if c.Agg.Rule == learner.RuleKrum {
+		f := c.Agg.KrumF
+		if f == 0 {
+			f = (c.Peers - 3) / 2
+		}
+		if c.Peers <= 2*f+2 {
+			return fmt.Errorf("%w: krum with f=%d needs more than %d peers, have %d", ErrConfig, f, 2*f+2, c.Peers)
+		}
+	}
+	if c.DP != nil {
+		if err := (learner.DPConfig{Clip: c.DP.Clip, Sigma: c.DP.Sigma}).Validate(); err != nil {
+			return err
+		}
+		if c.DP.Delta != 0 && !(c.DP.Delta > 0 && c.DP.Delta < 1) {
+			return fmt.Errorf("%w: δ %v must be in (0,1)", ErrConfig, c.DP.Delta)
+		}
+	}
+	return nil
+}
+
+// Round is what one round produced.
+type Round struct {
+	Round        int     `json:"round"`
+	Accuracy     float64 `json:"accuracy"`
+	Loss         float64 `json:"loss"`
+	TrainLoss    float64 `json:"train_loss"` // mean over honest contributors
+	Contributors int     `json:"contributors"`
+	UpdateNorm   float64 `json:"aggregate_norm"`
+	Epsilon      float64 `json:"epsilon"` // largest ε spent by an honest peer
+	HeadCID      string  `json:"head_cid"`
+	HeadsAgree   bool    `json:"heads_agree"`
+	BytesPerPeer int64   `json:"bytes_received_per_peer"`
+	TrainSeconds float64 `json:"train_seconds"`
+	AggSeconds   float64 `json:"aggregate_seconds"`
+	EvalSeconds  float64 `json:"eval_seconds"`
+	Seconds      float64 `json:"seconds"`
+}
+
+// Report is the outcome of a run.
+type Report struct {
+	Seed              uint64  `json:"seed"`
+	Peers             int     `json:"peers"`
+	Byzantine         int     `json:"byzantine"`
+	ByzantinePeers    []int   `json:"byzantine_peers"`
+	Attack            string  `json:"attack"`
+	Aggregator        string  `json:"aggregator"`
+	Partition         string  `json:"partition"`
+	Model             string  `json:"model"`
+	ModelParams       int     `json:"model_params"`
+	ModelBytes        int     `json:"model_bytes"`
+	RoundsCommitted   int     `json:"rounds_committed"`
+	FinalAccuracy     float64 `json:"final_accuracy"`
+	FinalLoss         float64 `json:"final_loss"`
+	HeadsAgree        bool    `json:"heads_agree"`
+	HeadCID           string  `json:"head_cid"`
+	BytesPerPeerRound int64   `json:"bytes_received_per_peer_per_round"`
+	Epsilon           float64 `json:"epsilon,omitempty"`
+	Seconds           float64 `json:"seconds"`
+	Rounds            []Round `json:"rounds"`
+}
+
+// peerRand derives a peer's generator for one purpose and round, so that the
+// result does not depend on which goroutine trains which peer when.
+func peerRand(seed uint64, peer, round int, purpose uint64) *rand.Rand {
+	return rand.New(rand.NewPCG(seed^purpose*0x9e3779b97f4a7c15, uint64(peer)<<32|uint64(round)))
+}
+
+// Purposes of derived generators.
+const (
+	purposeInit = iota + 1
+	purposePartition
+	purposeTrain
+	purposeNoise
+	purposeAttack
+	purposeOrder
+	purposeRoles
+)
+
+// Run simulates cfg.Rounds rounds and returns the report. observe, if not
+// nil, is called after each round.
+func Run(ctx context.Context, cfg Config, train, test *learner.Dataset, observe func(Round)) (Report, error) {
+	start := time.Now()
+	if err := cfg.Validate(); err != nil {
+		return Report{}, err
+	}
+	parts, err := cfg.Partition.Split(train.Labels, cfg.Peers, peerRand(cfg.Seed, 0, 0, purposePartition))
+	if err != nil {
+		return Report{}, err
+	}
+	peers := make([]*peer, cfg.Peers)
+	for i := range peers {
+		peers[i] = &peer{id: i, data: train.Subset(parts[i])}
+	}
+	roles := peerRand(cfg.Seed, 0, 0, purposeRoles).Perm(cfg.Peers)[:cfg.Byzantine]
+	slices.Sort(roles)
+	for _, i := range roles {
+		peers[i].byzantine = true
+		peers[i].data = cfg.Attack.Poison(peers[i].data)
+	}
+	if cfg.DP != nil {
+		delta := cfg.DP.Delta
+		if delta == 0 {
+			delta = 1e-5
+		}
+		budget := cfg.DP.Budget
+		if budget == 0 {
+			budget = math.Inf(1)
+		}
+		for _, p := range peers {
+			if p.budget, err = learner.NewBudget(budget, delta); err != nil {
+				return Report{}, err
+			}
+		}
+	}
+	global, err := learner.NewModel(cfg.Model, peerRand(cfg.Seed, 0, 0, purposeInit))
+	if err != nil {
+		return Report{}, err
+	}
+	rep := Report{
+		Seed: cfg.Seed, Peers: cfg.Peers, Byzantine: cfg.Byzantine, ByzantinePeers: roles,
+		Attack: cfg.Attack.Name, Aggregator: cfg.Agg.String(), Partition: cfg.Partition.String(),
+		Model: cfg.Model, ModelParams: len(global.Params), ModelBytes: 4 * len(global.Params),
+		HeadsAgree: true,
+	}
+	workers := cfg.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	for r := 1; r <= cfg.Rounds; r++ {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		round, next, err := runRound(cfg, peers, global, r, workers)
+		if err != nil {
+			return rep, fmt.Errorf("round %d: %w", r, err)
+		}
+		global = next
+		t := time.Now()
+		ev, err := learner.Evaluate(global, test)
+		if err != nil {
+			return rep, err
+		}
+		round.EvalSeconds = time.Since(t).Seconds()
+		round.Accuracy, round.Loss = ev.Accuracy, ev.Loss
+		round.Seconds = round.TrainSeconds + round.AggSeconds + round.EvalSeconds
+		rep.Rounds = append(rep.Rounds, round)
+		rep.RoundsCommitted = r
+		rep.FinalAccuracy, rep.FinalLoss = ev.Accuracy, ev.Loss
+		rep.HeadCID = round.HeadCID
+		rep.HeadsAgree = rep.HeadsAgree && round.HeadsAgree
+		rep.BytesPerPeerRound = max(rep.BytesPerPeerRound, round.BytesPerPeer)
+		rep.Epsilon = round.Epsilon
+		if observe != nil {
+			observe(round)
+		}
+	}
+	rep.Seconds = time.Since(start).Seconds()
+	return rep, nil
+}
+
+type peer struct {
+	id        int
+	byzantine bool
+	data      *learner.Dataset
+	budget    *learner.Budget // nil without DP
+	stopped   bool            // budget exhausted: no longer contributes
+}
+
+type trained struct {
+	delta []float32
+	loss  float64
+	err   error
+}
+
+// runRound trains every contributing peer from global, forges the Byzantine
+// updates, has every honest peer aggregate independently and checks that
+// they agree.
+func runRound(cfg Config, peers []*peer, global *learner.Model, r, workers int) (Round, *learner.Model, error) {
+	round := Round{Round: r}
+	t0 := time.Now()
+	out := make([]trained, len(peers))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, workers)
+	for _, p := range peers {
+		if p.stopped || (p.byzantine && !cfg.Attack.NeedsOwnTraining()) {
+			continue
+		}
+		if p.budget != nil && !p.byzantine && !p.budget.CanSpend(cfg.DP.Sigma, 1, 1) {
+			p.stopped = true // says so in the round's contributor count
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(p *peer) {
+			defer func() { <-sem; wg.Done() }()
+			local := global.Clone()
+			st, err := learner.Train(local, p.data, cfg.Train, peerRand(cfg.Seed, p.id, r, purposeTrain))
+			out[p.id] = trained{delta: learner.Delta(local.Params, global.Params), loss: st.Loss, err: err}
+		}(p)
+	}
+	wg.Wait()
+	round.TrainSeconds = time.Since(t0).Seconds()
+
+	t1 := time.Now()
+	var honest [][]float32
+	var lossSum float64
+	for _, p := range peers {
+		if p.byzantine || p.stopped {
+			continue
+		}
+		o := out[p.id]
+		if o.err != nil {
+			return round, nil, fmt.Errorf("peer %d: %w", p.id, o.err)
+		}
+		if cfg.DP != nil {
+			dp := learner.DPConfig{Clip: cfg.DP.Clip, Sigma: cfg.DP.Sigma}
+			var seed [32]byte
+			binary.LittleEndian.PutUint64(seed[:], cfg.Seed)
+			binary.LittleEndian.PutUint64(seed[8:], uint64(p.id))
+			binary.LittleEndian.PutUint64(seed[16:], uint64(r))
+			priv, err := learner.Privatize(o.delta, dp, learner.NewNoiseRand(&seed))
+			if err != nil {
+				return round, nil, err
+			}
+			if err := p.budget.Spend(cfg.DP.Sigma, 1, 1); err != nil {
+				return round, nil, err
+			}
+			o.delta = priv
+			round.Epsilon = max(round.Epsilon, p.budget.Spent())
+		}
+		out[p.id] = o
+		honest = append(honest, o.delta)
+		lossSum += o.loss
+	}
+	if len(honest) == 0 {
+		return round, nil, fmt.Errorf("%w: no honest peer can contribute (privacy budgets exhausted?)", ErrConfig)
+	}
+	round.TrainLoss = lossSum / float64(len(honest))
+	n := len(honest) + cfg.Byzantine
+	var ups []learner.Update
+	for _, p := range peers {
+		if p.stopped {
+			continue
+		}
+		d := out[p.id].delta
+		if p.byzantine {
+			d = cfg.Attack.Forge(d, honest, len(global.Params), n, cfg.Byzantine, peerRand(cfg.Seed, p.id, r, purposeAttack))
+		}
+		ups = append(ups, learner.Update{ID: updateID(d), Delta: d, Samples: p.data.N()})
+	}
+	round.Contributors = len(ups)
+	// Drop malformed (non-finite) updates before aggregation, as gossip
+	// validation will in the network.
+	ups = slices.DeleteFunc(ups, func(u learner.Update) bool {
+		return learner.ValidateUpdate(u, len(global.Params)) != nil
+	})
+
+	// Every honest peer aggregates on its own, with the inputs in the order
+	// they happened to arrive; all must reach the same bytes.
+	var next *learner.Model
+	round.HeadsAgree = true
+	for _, p := range peers {
+		if p.byzantine {
+			continue
+		}
+		arrival := slices.Clone(ups)
+		peerRand(cfg.Seed, p.id, r, purposeOrder).Shuffle(len(arrival), func(i, j int) { arrival[i], arrival[j] = arrival[j], arrival[i] })
+		agg, err := learner.Aggregate(cfg.Agg, arrival)
+		if err != nil {
+			return round, nil, err
+		}
+		m := &learner.Model{Arch: global.Arch, Params: learner.Apply(global.Params, agg)}
+		cid := ModelCID(m.Params)
+		if next == nil {
+			next, round.HeadCID, round.UpdateNorm = m, cid, learner.L2Norm(agg)
+		} else if cid != round.HeadCID {
+			round.HeadsAgree = false
+		}
+	}
+	round.AggSeconds = time.Since(t1).Seconds()
+	// Each peer fetches every other contributor's update (dense float32):
+	// the payload a dense-FedAvg peer receives per round.
+	round.BytesPerPeer = int64(max(len(ups)-1, 0)) * int64(4*len(global.Params))
+	return round, next, nil
+}
+
+// updateID names an update by the hash of its bytes, as the network names it
+// by CID, so that every peer orders the inputs the same way.
+func updateID(d []float32) string { return ModelCID(d) }
+
+// ModelCID is the CIDv1 (raw codec, sha2-256, base32) of a parameter vector's
+// little-endian float32 bytes.
+func ModelCID(params []float32) string {
+	buf := make([]byte, 4*len(params))
+	for i, v := range params {
+		binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+	}
+	sum := sha256.Sum256(buf)
+	// <version=1><codec=raw 0x55><multihash: sha2-256 0x12, length 0x20, digest>
+	raw := append([]byte{0x01, 0x55, 0x12, 0x20}, sum[:]...)
+	return "b" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw))
+}
