@@ -118,7 +118,7 @@ func NewModel(name string, rng *rand.Rand) (*Model, error) {
 			continue // bias: zero
 		}
 		fanIn := l.Size() / l.Shape[len(l.Shape)-1] // dense: [in, out]
-		if len(l.Shape) == 4 {                       // conv: [out, in, kh, kw]
+		if len(l.Shape) == 4 {                      // conv: [out, in, kh, kw]
 			fanIn = l.Shape[1] * l.Shape[2] * l.Shape[3]
 		}
 		bound := math.Sqrt(6 / float64(fanIn))

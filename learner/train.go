@@ -11,6 +11,10 @@ import (
 // ErrConfig reports an invalid configuration value.
 var ErrConfig = errors.New("config")
 
+// ErrDiverged reports training whose loss became NaN or infinite (a learning
+// rate too high, or a starting model already destroyed by an attack).
+var ErrDiverged = errors.New("training diverged")
+
 // Learning-rate schedules.
 const (
 	ScheduleConstant = "constant"
@@ -160,7 +164,7 @@ func Train(m *Model, data *Dataset, cfg TrainConfig, rng *rand.Rand) (TrainStats
 		st.Epochs = e + 1
 		st.Loss = sum / float64(max(count, 1))
 		if math.IsNaN(st.Loss) || math.IsInf(st.Loss, 0) {
-			return st, fmt.Errorf("%w: training diverged (loss %v at epoch %d)", ErrModel, st.Loss, e+1)
+			return st, fmt.Errorf("%w: loss %v at epoch %d", ErrDiverged, st.Loss, e+1)
 		}
 		if val == nil {
 			continue

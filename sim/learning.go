@@ -106,6 +106,7 @@ type Round struct {
 	Loss         float64 `json:"loss"`
 	TrainLoss    float64 `json:"train_loss"` // mean over honest contributors
 	Contributors int     `json:"contributors"`
+	Diverged     int     `json:"diverged"` // honest peers whose local training diverged
 	UpdateNorm   float64 `json:"aggregate_norm"`
 	Epsilon      float64 `json:"epsilon"` // largest ε spent by an honest peer
 	HeadCID      string  `json:"head_cid"`
@@ -290,6 +291,13 @@ func runRound(cfg Config, peers []*peer, global *learner.Model, r, workers int) 
 			continue
 		}
 		o := out[p.id]
+		if errors.Is(o.err, learner.ErrDiverged) {
+			// The shared model is already ruined (an attack got through):
+			// this peer has nothing sound to send, and the run goes on so
+			// that the report shows the damage.
+			round.Diverged++
+			continue
+		}
 		if o.err != nil {
 			return round, nil, fmt.Errorf("peer %d: %w", p.id, o.err)
 		}
@@ -313,21 +321,21 @@ func runRound(cfg Config, peers []*peer, global *learner.Model, r, workers int) 
 		honest = append(honest, o.delta)
 		lossSum += o.loss
 	}
-	if len(honest) == 0 {
+	if len(honest) == 0 && round.Diverged == 0 {
 		return round, nil, fmt.Errorf("%w: no honest peer can contribute (privacy budgets exhausted?)", ErrConfig)
 	}
-	round.TrainLoss = lossSum / float64(len(honest))
+	round.TrainLoss = lossSum / float64(max(len(honest), 1))
 	n := len(honest) + cfg.Byzantine
 	var ups []learner.Update
 	for _, p := range peers {
-		if p.stopped {
+		if p.stopped || (!p.byzantine && out[p.id].err != nil) {
 			continue
 		}
 		d := out[p.id].delta
 		if p.byzantine {
 			d = cfg.Attack.Forge(d, honest, len(global.Params), n, cfg.Byzantine, peerRand(cfg.Seed, p.id, r, purposeAttack))
 		}
-		ups = append(ups, learner.Update{ID: updateID(d), Delta: d, Samples: p.data.N()})
+		ups = append(ups, learner.Update{ID: updateID(p.id, d), Delta: d, Samples: p.data.N()})
 	}
 	round.Contributors = len(ups)
 	// Drop malformed (non-finite) updates before aggregation, as gossip
@@ -337,9 +345,14 @@ func runRound(cfg Config, peers []*peer, global *learner.Model, r, workers int) 
 	})
 
 	// Every honest peer aggregates on its own, with the inputs in the order
-	// they happened to arrive; all must reach the same bytes.
-	var next *learner.Model
+	// they happened to arrive; all must reach the same bytes. With no valid
+	// input at all the model stays as it is.
 	round.HeadsAgree = true
+	if len(ups) == 0 {
+		round.HeadCID = ModelCID(global.Params)
+		return round, global, nil
+	}
+	var next *learner.Model
 	for _, p := range peers {
 		if p.byzantine {
 			continue
@@ -365,17 +378,28 @@ func runRound(cfg Config, peers []*peer, global *learner.Model, r, workers int) 
 	return round, next, nil
 }
 
-// updateID names an update by the hash of its bytes, as the network names it
-// by CID, so that every peer orders the inputs the same way.
-func updateID(d []float32) string { return ModelCID(d) }
+// updateID names an update by the hash of its author and bytes, as the
+// network names it by the CID of a manifest that includes the author: two
+// colluding attackers sending the same vector are still two updates.
+func updateID(author int, d []float32) string {
+	var a [8]byte
+	binary.LittleEndian.PutUint64(a[:], uint64(author))
+	return rawCID(append(a[:], float32Bytes(d)...))
+}
 
 // ModelCID is the CIDv1 (raw codec, sha2-256, base32) of a parameter vector's
 // little-endian float32 bytes.
-func ModelCID(params []float32) string {
+func ModelCID(params []float32) string { return rawCID(float32Bytes(params)) }
+
+func float32Bytes(params []float32) []byte {
 	buf := make([]byte, 4*len(params))
 	for i, v := range params {
 		binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
 	}
+	return buf
+}
+
+func rawCID(buf []byte) string {
 	sum := sha256.Sum256(buf)
 	// <version=1><codec=raw 0x55><multihash: sha2-256 0x12, length 0x20, digest>
 	raw := append([]byte{0x01, 0x55, 0x12, 0x20}, sum[:]...)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 
 	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
 
 	"github.com/murmur-ml/murmur/learner"
 	"github.com/murmur-ml/murmur/sim"
@@ -111,7 +112,13 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cfg.DP != nil {
 		fmt.Fprintf(stderr, "sim: DP on every honest update: clip %g, σ %.4f, δ %g\n", cfg.DP.Clip, cfg.DP.Sigma, *dpDelta)
 	}
-	bar := progressbar.NewOptions(cfg.Rounds, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("rounds"),
+	// The bar redraws in place, which only a terminal shows well; logs and
+	// pipes get the table alone.
+	barOut := io.Discard
+	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		barOut = stderr
+	}
+	bar := progressbar.NewOptions(cfg.Rounds, progressbar.OptionSetWriter(barOut), progressbar.OptionSetDescription("rounds"),
 		progressbar.OptionShowCount(), progressbar.OptionSetWidth(30), progressbar.OptionSetPredictTime(true),
 		progressbar.OptionClearOnFinish())
 	_ = bar.RenderBlank()
