@@ -71,8 +71,11 @@ func BenchmarkAggregate(b *testing.B) {
 				}
 				in[i] = Update{ID: fmt.Sprintf("u%03d", i), Delta: d, Samples: 100 + i}
 			}
+			if _, err := Aggregate(AggConfig{Rule: RuleMean}, in); err != nil { // warm-up
+				b.Fatal(err)
+			}
 			t0 := time.Now()
-			const reps = 3
+			const reps = 5
 			for range reps {
 				if _, err := Aggregate(AggConfig{Rule: RuleMean}, in); err != nil {
 					b.Fatal(err)

@@ -94,11 +94,15 @@ func TestRunDPBudgetStopsPeers(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	mod := func(f func(*Config)) Config { c := DefaultConfig(); f(&c); return c }
 	bad := map[string]Config{
-		"no peers":         mod(func(c *Config) { c.Peers = 0 }),
-		"all byzantine":    mod(func(c *Config) { c.Byzantine = c.Peers }),
-		"byz no attack":    mod(func(c *Config) { c.Attack = learner.Attack{Name: learner.AttackNone} }),
-		"trim 0.5":         mod(func(c *Config) { c.Agg.Trim = 0.5 }),
-		"krum with 4":      mod(func(c *Config) { c.Agg = learner.AggConfig{Rule: learner.RuleKrum, KrumF: 1}; c.Peers = 4; c.Byzantine = 1 }),
+		"no peers":      mod(func(c *Config) { c.Peers = 0 }),
+		"all byzantine": mod(func(c *Config) { c.Byzantine = c.Peers }),
+		"byz no attack": mod(func(c *Config) { c.Attack = learner.Attack{Name: learner.AttackNone} }),
+		"trim 0.5":      mod(func(c *Config) { c.Agg.Trim = 0.5 }),
+		"krum with 4": mod(func(c *Config) {
+			c.Agg = learner.AggConfig{Rule: learner.RuleKrum, KrumF: 1}
+			c.Peers = 4
+			c.Byzantine = 1
+		}),
 		"unknown model":    mod(func(c *Config) { c.Model = "vit" }),
 		"dp clip 0":        mod(func(c *Config) { c.DP = &DP{Sigma: 1} }),
 		"zero rounds":      mod(func(c *Config) { c.Rounds = 0 }),

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -55,6 +56,9 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	workers := fs.Int("workers", 0, "peers trained concurrently (0: GOMAXPROCS)")
 	centralized := fs.Bool("centralized", false, "also train the model centrally for the same number of epochs and report centralized_accuracy")
 	out := fs.String("out", "", "write rounds.csv and report.json into this folder")
+	matrix := fs.Bool("matrix", false, "run every aggregator honestly and under every attack (with --byzantine F) and print the accuracy table")
+	matrixRules := fs.String("matrix-aggregators", strings.Join(learner.Rules, ","), "aggregators of --matrix")
+	matrixAttacks := fs.String("matrix-attacks", strings.Join(learner.Attacks, ","), "attacks of --matrix")
 	asJSON := fs.Bool("json", false, "print one JSON summary object on stdout (the table goes to stderr)")
 	load := dataFlag(fs)
 	if err := parse(fs, args); err != nil {
@@ -73,6 +77,10 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	cfg.Attack.Strength = *strength
+	if *matrix {
+		// The matrix chooses attacks itself; the default one only has to parse.
+		cfg.Attack, _ = learner.ParseAttack(learner.AttackSignFlip)
+	}
 	if cfg.Attack.Name == learner.AttackNone && !isSet(fs, "byzantine") {
 		cfg.Byzantine = 0
 	}
@@ -106,6 +114,23 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	table := stdout
 	if *asJSON {
 		table = stderr
+	}
+	if *matrix {
+		rules, attacks := strings.Split(*matrixRules, ","), strings.Split(*matrixAttacks, ",")
+		for _, a := range attacks {
+			if _, err := learner.ParseAttack(a); err != nil {
+				return fmt.Errorf("%w: %v", errUsage, err)
+			}
+		}
+		cells, err := runMatrix(ctx, cfg, rules, attacks, train, test, table, stderr)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(stdout, map[string]any{"seed": cfg.Seed, "peers": cfg.Peers, "byzantine": cfg.Byzantine,
+				"partition": cfg.Partition.String(), "rounds": cfg.Rounds, "matrix": cells})
+		}
+		return nil
 	}
 	fmt.Fprintf(stderr, "sim: %d peers (%d Byzantine: %s), %s, %s, %s, %d rounds × %s, seed %d\n",
 		cfg.Peers, cfg.Byzantine, cfg.Attack.Name, cfg.Agg.String(), cfg.Partition, cfg.Model, cfg.Rounds, localWork(cfg.Train), cfg.Seed)
