@@ -1,0 +1,343 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/ipfs/go-cid"
+	"github.com/ipld/go-ipld-prime/codec/dagcbor"
+	"github.com/ipld/go-ipld-prime/node/basicnode"
+
+	"github.com/murmur-ml/murmur/shard"
+)
+
+var layers2NN = []Layer{
+	{"fc1.weight", []int{784, 200}}, {"fc1.bias", []int{200}},
+	{"fc2.weight", []int{200, 200}}, {"fc2.bias", []int{200}},
+	{"fc3.weight", []int{200, 10}}, {"fc3.bias", []int{10}},
+}
+
+func model(seed uint64) Model {
+	rng := rand.New(rand.NewPCG(seed, 0))
+	p := make([]float32, 199210)
+	for i := range p {
+		p[i] = float32(rng.NormFloat64() * 0.05)
+	}
+	return Model{Arch: "2nn", Layers: layers2NN, Params: p}
+}
+
+func openStore(t testing.TB) *Store {
+	t.Helper()
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+type edSigner struct{ key ed25519.PrivateKey }
+
+func (e edSigner) ID() string                      { return "ed25519-test" }
+func (e edSigner) Sign(msg []byte) ([]byte, error) { return ed25519.Sign(e.key, msg), nil }
+
+func countBlocks(t *testing.T, s *Store) int {
+	ch, err := s.bs.AllKeysChan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for range ch {
+		n++
+	}
+	return n
+}
+
+func TestCheckpointRoundTripAndDedupe(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	m := model(1)
+	c1, err := s.PutCheckpoint(ctx, m, CheckpointMeta{Height: 1, Metrics: map[string]float64{"accuracy": 0.97}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c1.Type() != cid.DagCBOR || c1.Prefix().Version != 1 {
+		t.Fatalf("checkpoint CID %s", c1)
+	}
+	ck, back, err := s.GetCheckpoint(ctx, c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(back.Params, m.Params) || ck.Height != 1 || ck.Metrics["accuracy"] != 0.97 || len(ck.Shards) != 8 {
+		t.Fatalf("round trip: %+v", ck)
+	}
+	// Same content ⇒ same CID.
+	again, _ := s.PutCheckpoint(ctx, m, CheckpointMeta{Height: 1, Metrics: map[string]float64{"accuracy": 0.97}})
+	if again != c1 {
+		t.Fatal("same checkpoint, different CID")
+	}
+	before := countBlocks(t, s)
+	// Change only the last layer: 7 of the 8 shards are shared.
+	m2 := Model{Arch: m.Arch, Layers: m.Layers, Params: slices.Clone(m.Params)}
+	m2.Params[len(m2.Params)-1] += 1
+	if _, err := s.PutCheckpoint(ctx, m2, CheckpointMeta{Height: 2, Parent: c1}); err != nil {
+		t.Fatal(err)
+	}
+	if added := countBlocks(t, s) - before; added != 2 { // one shard + one manifest
+		t.Fatalf("second checkpoint added %d blocks, want 2", added)
+	}
+}
+
+func TestUpdateSignedAndCompressed(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
+	pub := priv.Public().(ed25519.PublicKey)
+	base, _ := s.PutCheckpoint(ctx, model(1), CheckpointMeta{})
+	delta := model(2).Params
+	for _, codec := range []shard.Codec{shard.Dense, shard.Int8, shard.TopK} {
+		c, err := s.PutUpdate(ctx, UpdateInput{Network: "test", Height: 3, Base: base, Layers: layers2NN, Delta: delta,
+			Samples: 600, Codec: codec, TopK: 0.01}, edSigner{priv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, got, err := s.GetUpdate(ctx, c, layers2NN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := SigningBytes(u)
+		if !ed25519.Verify(pub, msg, u.Signature) || u.Codec != codec.String() || u.Samples != 600 {
+			t.Fatalf("%v: signature or fields wrong: %+v", codec, u)
+		}
+		if codec == shard.Dense && !slices.Equal(got, delta) {
+			t.Fatal("dense update changed")
+		}
+		// A tampered field breaks the signature.
+		u.Height++
+		msg, _ = SigningBytes(u)
+		if ed25519.Verify(pub, msg, u.Signature) {
+			t.Fatal("signature survives a changed height")
+		}
+	}
+}
+
+func TestCorruptBlockQuarantined(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	c, err := s.PutCheckpoint(ctx, model(1), CheckpointMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, _, _ := s.GetCheckpoint(ctx, c)
+	victim := ck.Shards[2].Link.Cid
+	if err := s.ds.Put(ctx, blockKey(victim), []byte("bit rot")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.GetCheckpoint(ctx, c); !errors.Is(err, ErrCorruptBlock) {
+		t.Fatalf("corrupt shard served: %v", err)
+	}
+	if _, err := s.Get(ctx, victim); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("quarantined block still served: %v", err)
+	}
+	q, _ := s.Quarantined(ctx)
+	if len(q) != 1 {
+		t.Fatalf("quarantine holds %v", q)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	good, c, _ := Encode(&Block{Kind: KindBlock, Version: FormatVersion, Network: "n", Height: 1,
+		Base: Link{mustCID("a")}, Result: Link{mustCID("b")}, Rule: "mean"})
+	wrong := mustCID("something else")
+	if err := s.Put(ctx, wrong, good); !errors.Is(err, ErrMalformed) {
+		t.Errorf("block under the wrong CID: %v", err)
+	}
+	if _, err := s.Get(ctx, c); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing CID: %v", err)
+	}
+	tests := map[string]struct {
+		b    []byte
+		want error
+	}{
+		"huge byte string":   {[]byte{0xa1, 0x64, 'k', 'i', 'n', 'd', 0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, ErrMalformed},
+		"huge array":         {[]byte{0xa2, 0x64, 'k', 'i', 'n', 'd', 0x65, 'b', 'l', 'o', 'c', 'k', 0x67, 'u', 'p', 'd', 'a', 't', 'e', 's', 0x9b, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}, ErrMalformed},
+		"unknown kind":       {mustEncodeMap(map[string]any{"kind": "tensorboard"}), ErrUnknownKind},
+		"not cbor":           {[]byte("{\"kind\":\"block\"}"), ErrMalformed},
+		"truncated":          {good[:len(good)-3], ErrMalformed},
+		"trailing garbage":   {append(slices.Clone(good), 0), ErrMalformed},
+		"unknown field":      {mustEncodeMap(map[string]any{"kind": "block", "version": 1, "evil": 1}), ErrMalformed},
+		"non-canonical keys": {nonCanonical(t, good), ErrMalformed},
+	}
+	for name, tc := range tests {
+		if _, err := Decode(tc.b); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", name, err, tc.want)
+		}
+	}
+	if _, _, err := Encode(&Checkpoint{Kind: KindCheckpoint, Version: FormatVersion, Metrics: map[string]float64{"loss": nan()}}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("NaN metric encoded: %v", err)
+	}
+	unsorted := &Block{Kind: KindBlock, Version: FormatVersion, Base: Link{mustCID("a")}, Result: Link{mustCID("b")},
+		Updates: []Link{{mustCID("b")}, {mustCID("a")}}}
+	unsorted.Updates = SortLinks([]cid.Cid{mustCID("x"), mustCID("y")})
+	slices.Reverse(unsorted.Updates)
+	if _, _, err := Encode(unsorted); !errors.Is(err, ErrMalformed) {
+		t.Errorf("unsorted updates encoded: %v", err)
+	}
+}
+
+func nan() float64 { var z float64; return z / z }
+
+func mustCID(s string) cid.Cid {
+	c, err := cidOf(cid.Raw, []byte(s))
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+func mustEncodeMap(m map[string]any) []byte {
+	b, err := encMode.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// nonCanonical re-encodes a node with its keys in the wrong order.
+func nonCanonical(t *testing.T, b []byte) []byte {
+	var m map[string]any
+	if err := decMode.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	em := encMode.EncOptions()
+	em.Sort = 0 // no sorting: Go map order
+	mode, _ := em.EncMode()
+	for range 50 {
+		out, _ := mode.Marshal(m)
+		if !bytes.Equal(out, b) {
+			return out
+		}
+	}
+	t.Fatal("could not produce a non-canonical encoding")
+	return nil
+}
+
+// TestDAGCBORInterop decodes every kind with go-ipld-prime's DAG-CBOR codec
+// (what `ipfs dag get` uses) and re-encodes it: the bytes must not change.
+func TestDAGCBORInterop(t *testing.T) {
+	objs := []any{
+		&Checkpoint{Kind: KindCheckpoint, Version: 1, Arch: "2nn", Layers: layers2NN, DType: "float32", Height: 7,
+			Parent: &Link{mustCID("p")}, Shards: []ShardRef{{0, 0, 10, Link{mustCID("s")}}}, Metrics: map[string]float64{"accuracy": 0.5, "loss": 1}},
+		&Update{Kind: KindUpdate, Version: 1, Network: "n", Height: 1, Base: Link{mustCID("b")}, Author: "12D3", Samples: 3,
+			Codec: "int8", Clip: 1, Sigma: 0.5, Epsilon: 2.25, Shards: []ShardRef{{1, 5, 2, Link{mustCID("s")}}}, Signature: []byte{1, 2}},
+		&Block{Kind: KindBlock, Version: 1, Network: "n", Height: 2, Base: Link{mustCID("a")}, Result: Link{mustCID("r")},
+			Updates: SortLinks([]cid.Cid{mustCID("u1"), mustCID("u2")}), Rule: "trimmed-mean(β=0.3)", Proposer: "12D3", TimeMS: 1},
+		&Certificate{Kind: KindCertificate, Version: 1, Block: Link{mustCID("blk")}, Height: 2, Round: 0, Votes: []Vote{{"v1", []byte{9}}}},
+	}
+	for _, o := range objs {
+		b, _, err := Encode(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nb := basicnode.Prototype.Any.NewBuilder()
+		if err := dagcbor.Decode(nb, bytes.NewReader(b)); err != nil {
+			t.Fatalf("%T: go-ipld-prime cannot read it: %v", o, err)
+		}
+		var out bytes.Buffer
+		if err := dagcbor.Encode(nb.Build(), &out); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out.Bytes(), b) {
+			t.Fatalf("%T: go-ipld-prime re-encodes differently:\nours   %x\ntheirs %x", o, b, out.Bytes())
+		}
+		if _, err := Decode(b); err != nil {
+			t.Fatalf("%T: %v", o, err)
+		}
+	}
+}
+
+func TestPinsRetentionGC(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	var cks []cid.Cid
+	parent := cid.Undef
+	for h := uint64(1); h <= 12; h++ {
+		c, err := s.PutCheckpoint(ctx, model(h), CheckpointMeta{Height: h, Parent: parent})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Pin(ctx, c, h); err != nil {
+			t.Fatal(err)
+		}
+		cks, parent = append(cks, c), c
+	}
+	// An unpinned stray block must go at the next GC.
+	stray := mustCID("stray")
+	if err := s.Put(ctx, stray, []byte("stray")); err != nil {
+		t.Fatal(err)
+	}
+	dropped, err := s.ApplyRetention(ctx, Retention{KeepLast: 3, KeepEvery: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var heights []uint64
+	for _, d := range dropped {
+		heights = append(heights, d.Height)
+	}
+	if !slices.Equal(heights, []uint64{1, 2, 3, 4, 6, 7, 8, 9}) {
+		t.Fatalf("retention dropped heights %v", heights)
+	}
+	removed, err := s.GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if removed != 8*9+1 { // 8 checkpoints × (8 shards + manifest) + the stray block
+		t.Fatalf("GC removed %d blocks", removed)
+	}
+	for _, h := range []int{5, 10, 11, 12} {
+		if _, _, err := s.GetCheckpoint(ctx, cks[h-1]); err != nil {
+			t.Fatalf("kept checkpoint %d: %v", h, err)
+		}
+	}
+	if _, _, err := s.GetCheckpoint(ctx, cks[0]); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("collected checkpoint still readable: %v", err)
+	}
+	if err := s.Pin(ctx, cks[0], 1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("pinned a missing block: %v", err)
+	}
+}
+
+func TestStorePersists(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := s.PutCheckpoint(ctx, model(1), CheckpointMeta{Height: 4})
+	if err := s.Pin(ctx, c, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, _, err := s.GetCheckpoint(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	pins, _ := s.Pins(ctx)
+	if len(pins) != 1 || pins[0].Root != c || pins[0].Height != 4 {
+		t.Fatalf("pins after reopen: %v", pins)
+	}
+}
