@@ -122,8 +122,8 @@ func (l *Link) UnmarshalCBOR(b []byte) error {
 
 // Layer is one tensor of an architecture.
 type Layer struct {
-	Name  string `cbor:"name"`
-	Shape []int  `cbor:"shape"`
+	Name  string `cbor:"name" json:"name"`
+	Shape []int  `cbor:"shape" json:"shape"`
 }
 
 // Size is the tensor's element count.

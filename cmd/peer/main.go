@@ -28,6 +28,9 @@ func commands() []command {
 		{"sim", "[--peers N] [--rounds R] [--byzantine F --attack NAME] [--aggregator NAME] [--partition P] [--dp-sigma S --dp-clip C] [--seed X] [--out DIR] [--json]",
 			"simulate a network of peers learning MNIST in this process", runSim},
 		{"train", "--centralized [--epochs E] [--json]", "train the model on all of MNIST on this machine", runTrain},
+		{"inspect", "CID|FILE.car [--home DIR] [--json] [--verify]", "what a CID is, verified: shapes, statistics, links, signatures", runInspect},
+		{"export", "CID --car FILE [--home DIR]", "write an object and everything it links to as a CAR v1 file", runExport},
+		{"import", "FILE.car [--home DIR]", "verify a CAR file completely, then store its blocks", runImport},
 		{"privacy", "epsilon --sigma S --sample-rate Q --steps T --delta D [--json]", "privacy accounting (Rényi DP of the sampled Gaussian mechanism)", runPrivacy},
 	}
 }

@@ -7,7 +7,10 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/ipfs/go-cid"
+
 	"github.com/murmur-ml/murmur/learner"
+	"github.com/murmur-ml/murmur/storage"
 )
 
 type trainResult struct {
@@ -20,6 +23,7 @@ type trainResult struct {
 	Seconds          float64 `json:"seconds"`
 	SamplesPerSecond float64 `json:"samples_per_second"`
 	Seed             uint64  `json:"seed"`
+	CheckpointCID    string  `json:"checkpoint_cid,omitempty"`
 }
 
 func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -36,6 +40,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	val := fs.Float64("val", 0, "held-out fraction of the training set for early stopping (0: off)")
 	patience := fs.Int("patience", 2, "epochs without validation improvement before stopping (with --val)")
 	asJSON := fs.Bool("json", false, "print one JSON object on stdout")
+	home := fs.String("home", "", "store the trained model as a checkpoint in this peer home and print its CID")
 	load := dataFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -76,10 +81,42 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	res := trainResult{Model: *model, Params: len(m.Params), Epochs: st.Epochs, TestAccuracy: ev.Accuracy, TestLoss: ev.Loss,
 		TrainLoss: st.Loss, Seconds: secs, SamplesPerSecond: float64(st.Samples) / secs, Seed: *seed}
+	if *home != "" {
+		c, err := storeCheckpoint(ctx, *home, m, map[string]float64{"test_accuracy": ev.Accuracy, "test_loss": ev.Loss})
+		if err != nil {
+			return err
+		}
+		res.CheckpointCID = c.String()
+	}
 	if *asJSON {
 		return writeJSON(stdout, res)
 	}
 	fmt.Fprintf(stdout, "test accuracy %.2f%% (loss %.4f) after %d epochs in %.1fs, %.0f samples/s\n",
 		100*res.TestAccuracy, res.TestLoss, res.Epochs, res.Seconds, res.SamplesPerSecond)
+	if res.CheckpointCID != "" {
+		fmt.Fprintf(stdout, "checkpoint %s stored in %s\n", res.CheckpointCID, *home)
+	}
 	return nil
+}
+
+// storeCheckpoint writes m into the home's store as a pinned height-0
+// checkpoint.
+func storeCheckpoint(ctx context.Context, home string, m *learner.Model, metrics map[string]float64) (cid.Cid, error) {
+	s, err := openStore(home, true)
+	if err != nil {
+		return cid.Undef, err
+	}
+	layers := make([]storage.Layer, len(m.Arch.Layers))
+	for i, l := range m.Arch.Layers {
+		layers[i] = storage.Layer{Name: l.Name, Shape: l.Shape}
+	}
+	c, err := s.PutCheckpoint(ctx, storage.Model{Arch: m.Arch.Name, Layers: layers, Params: m.Params},
+		storage.CheckpointMeta{Height: 0, Metrics: metrics})
+	if err == nil {
+		err = s.Pin(ctx, c, 0)
+	}
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	return c, err
 }
