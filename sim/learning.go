@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"runtime"
@@ -15,7 +16,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+
 	"github.com/murmur-ml/murmur/learner"
+	"github.com/murmur-ml/murmur/storage"
 )
 
 // ErrConfig reports an invalid simulation setting.
@@ -42,7 +48,8 @@ type Config struct {
 	Attack        learner.Attack
 	DP            *DP // nil: no differential privacy
 	Seed          uint64
-	Workers       int // concurrent local trainings (default GOMAXPROCS)
+	Workers       int       // concurrent local trainings (default GOMAXPROCS)
+	HeadCAR       io.Writer // if set, the final head checkpoint is exported here as CAR v1
 }
 
 // DefaultConfig is `peer sim` with no flags: 8 peers, 2 of them flipping
@@ -208,11 +215,18 @@ func Run(ctx context.Context, cfg Config, train, test *learner.Dataset, observe 
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
+	// Every model is stored as a real checkpoint (dag-cbor manifest over raw
+	// shards), so head CIDs are the ones `peer inspect` reads.
+	st := &chain{store: storage.NewStore(dssync.MutexWrap(ds.NewMapDatastore()), nil), layers: storageLayers(global.Arch)}
+	defer st.store.Close()
+	if st.head, err = st.put(ctx, global, 0); err != nil {
+		return rep, err
+	}
 	for r := 1; r <= cfg.Rounds; r++ {
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
-		round, next, err := runRound(cfg, peers, global, r, workers)
+		round, next, err := runRound(ctx, cfg, peers, global, st, r, workers)
 		if err != nil {
 			return rep, fmt.Errorf("round %d: %w", r, err)
 		}
@@ -236,8 +250,34 @@ func Run(ctx context.Context, cfg Config, train, test *learner.Dataset, observe 
 			observe(round)
 		}
 	}
+	if cfg.HeadCAR != nil {
+		if _, err := st.store.ExportCAR(ctx, st.head, cfg.HeadCAR); err != nil {
+			return rep, err
+		}
+	}
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
+}
+
+// chain is the simulation's model lineage: an in-memory store and its head.
+type chain struct {
+	store  *storage.Store
+	layers []storage.Layer
+	head   cid.Cid
+}
+
+// put stores m as the checkpoint of height h on top of the head.
+func (c *chain) put(ctx context.Context, m *learner.Model, h int) (cid.Cid, error) {
+	return c.store.PutCheckpoint(ctx, storage.Model{Arch: m.Arch.Name, Layers: c.layers, Params: m.Params},
+		storage.CheckpointMeta{Height: uint64(h), Parent: c.head})
+}
+
+func storageLayers(a learner.Arch) []storage.Layer {
+	out := make([]storage.Layer, len(a.Layers))
+	for i, l := range a.Layers {
+		out[i] = storage.Layer{Name: l.Name, Shape: l.Shape}
+	}
+	return out
 }
 
 type peer struct {
@@ -257,7 +297,7 @@ type trained struct {
 // runRound trains every contributing peer from global, forges the Byzantine
 // updates, has every honest peer aggregate independently and checks that
 // they agree.
-func runRound(cfg Config, peers []*peer, global *learner.Model, r, workers int) (Round, *learner.Model, error) {
+func runRound(ctx context.Context, cfg Config, peers []*peer, global *learner.Model, st *chain, r, workers int) (Round, *learner.Model, error) {
 	round := Round{Round: r}
 	t0 := time.Now()
 	out := make([]trained, len(peers))
@@ -349,10 +389,15 @@ func runRound(cfg Config, peers []*peer, global *learner.Model, r, workers int) 
 	// input at all the model stays as it is.
 	round.HeadsAgree = true
 	if len(ups) == 0 {
-		round.HeadCID = ModelCID(global.Params)
+		c, err := st.put(ctx, global, r)
+		if err != nil {
+			return round, nil, err
+		}
+		st.head, round.HeadCID = c, c.String()
 		return round, global, nil
 	}
 	var next *learner.Model
+	var nextCID cid.Cid
 	for _, p := range peers {
 		if p.byzantine {
 			continue
@@ -364,13 +409,17 @@ func runRound(cfg Config, peers []*peer, global *learner.Model, r, workers int) 
 			return round, nil, err
 		}
 		m := &learner.Model{Arch: global.Arch, Params: learner.Apply(global.Params, agg)}
-		cid := ModelCID(m.Params)
+		c, err := st.put(ctx, m, r)
+		if err != nil {
+			return round, nil, err
+		}
 		if next == nil {
-			next, round.HeadCID, round.UpdateNorm = m, cid, learner.L2Norm(agg)
-		} else if cid != round.HeadCID {
+			next, nextCID, round.UpdateNorm = m, c, learner.L2Norm(agg)
+		} else if c != nextCID {
 			round.HeadsAgree = false
 		}
 	}
+	st.head, round.HeadCID = nextCID, nextCID.String()
 	round.AggSeconds = time.Since(t1).Seconds()
 	// Each peer fetches every other contributor's update (dense float32):
 	// the payload a dense-FedAvg peer receives per round.
@@ -386,10 +435,6 @@ func updateID(author int, d []float32) string {
 	binary.LittleEndian.PutUint64(a[:], uint64(author))
 	return rawCID(append(a[:], float32Bytes(d)...))
 }
-
-// ModelCID is the CIDv1 (raw codec, sha2-256, base32) of a parameter vector's
-// little-endian float32 bytes.
-func ModelCID(params []float32) string { return rawCID(float32Bytes(params)) }
 
 func float32Bytes(params []float32) []byte {
 	buf := make([]byte, 4*len(params))

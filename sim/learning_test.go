@@ -50,8 +50,8 @@ func TestRunReproducibleAndAgreeing(t *testing.T) {
 	if a.HeadCID == c.HeadCID {
 		t.Fatal("different seeds, same head")
 	}
-	if !strings.HasPrefix(a.HeadCID, "bafkrei") {
-		t.Fatalf("head %q is not a base32 CIDv1 of a raw sha2-256 block", a.HeadCID)
+	if !strings.HasPrefix(a.HeadCID, "bafyrei") {
+		t.Fatalf("head %q is not a base32 CIDv1 of a dag-cbor sha2-256 checkpoint", a.HeadCID)
 	}
 }
 

@@ -91,10 +91,13 @@ func TestSimJSONOnRealMNIST(t *testing.T) {
 			t.Errorf("summary lacks %q", k)
 		}
 	}
+	if code, out, _ := runPeer("inspect", filepath.Join(out, "head.car"), "--json"); code != 0 || !strings.Contains(out, sum["head_cid"].(string)) {
+		t.Errorf("head.car does not hold the head %v: %s", sum["head_cid"], out)
+	}
 	if sum["rounds_committed"] != 2.0 || sum["heads_agree"] != true || sum["model_bytes"] != 4*199210.0 {
 		t.Errorf("summary %v", sum)
 	}
-	for _, f := range []string{"rounds.csv", "report.json"} {
+	for _, f := range []string{"rounds.csv", "report.json", "head.car"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Error(err)
 		}

@@ -148,10 +148,21 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		progressbar.OptionClearOnFinish())
 	_ = bar.RenderBlank()
 	fmt.Fprintf(table, "%5s %8s %7s %7s %6s %8s %9s %-14s %5s %6s\n", "round", "acc%", "loss", "train", "peers", "|Δ|", "ε", "head", "agree", "secs")
+	var car *os.File
+	if *out != "" {
+		if err := os.MkdirAll(*out, 0o755); err != nil {
+			return err
+		}
+		if car, err = os.Create(filepath.Join(*out, "head.car")); err != nil {
+			return err
+		}
+		defer car.Close()
+		cfg.HeadCAR = car
+	}
 	rep, err := sim.Run(ctx, cfg, train, test, func(r sim.Round) {
 		_ = bar.Clear()
 		fmt.Fprintf(table, "%5d %8.2f %7.4f %7.4f %6d %8.3f %9s %-14s %5v %6.1f\n", r.Round, 100*r.Accuracy, r.Loss, r.TrainLoss,
-			r.Contributors, r.UpdateNorm, fmtEps(r.Epsilon), r.HeadCID[:14], r.HeadsAgree, r.Seconds)
+			r.Contributors, r.UpdateNorm, fmtEps(r.Epsilon), shortCID(r.HeadCID), r.HeadsAgree, r.Seconds)
 		_ = bar.Add(1)
 	})
 	_ = bar.Finish()
@@ -184,7 +195,8 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "privacy: each honest peer spent ε = %.3f at δ = %g\n", rep.Epsilon, *dpDelta)
 	}
 	if *out != "" {
-		fmt.Fprintf(stdout, "report: %s\n", filepath.Join(*out, "report.json"))
+		fmt.Fprintf(stdout, "report: %s (per round: rounds.csv; head model: `peer inspect %s`)\n",
+			filepath.Join(*out, "report.json"), filepath.Join(*out, "head.car"))
 	}
 	return nil
 }
@@ -193,6 +205,14 @@ func isSet(fs *flag.FlagSet, name string) bool {
 	found := false
 	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
 	return found
+}
+
+// shortCID keeps a CID's start and its distinguishing end for the table.
+func shortCID(c string) string {
+	if len(c) < 16 {
+		return c
+	}
+	return c[:4] + "…" + c[len(c)-8:]
 }
 
 func localWork(c learner.TrainConfig) string {
