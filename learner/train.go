@@ -95,12 +95,37 @@ type TrainStats struct {
 	Loss      float64 // mean training loss over the last epoch
 	ValLoss   float64 // best validation loss (NaN without validation)
 	StoppedAt int     // epoch at which early stopping fired (0: it did not)
+	// SampleRate is DP-SGD's Poisson sampling rate q (0 without DP): the
+	// run composed Steps sampled Gaussian mechanisms at this rate.
+	SampleRate float64
 }
 
 // Train runs mini-batch SGD on m in place. rng orders the batches (and
 // splits off the validation set); nothing else is random, so the same rng
-// state gives the same weights.
+// state gives the same weights. Every sample is seen once per epoch (the
+// last batch of an epoch may be short).
 func Train(m *Model, data *Dataset, cfg TrainConfig, rng *rand.Rand) (TrainStats, error) {
+	return train(m, data, cfg, nil, rng, nil)
+}
+
+// TrainDP runs DP-SGD (Abadi et al. 2016) on m in place: each step draws a
+// Poisson sample of the data with rate q = BatchSize/n, clips every
+// example's gradient to L2 norm dp.Clip, sums, adds N(0, (dp.Sigma·Clip)²)
+// noise from noise, and divides by the expected batch size. Each step is one
+// run of the sampled Gaussian mechanism: account TrainStats.Steps steps at
+// TrainStats.SampleRate. Only the 2NN is supported (its per-example gradient
+// norms come from one backward pass).
+func TrainDP(m *Model, data *Dataset, cfg TrainConfig, dp DPConfig, rng, noise *rand.Rand) (TrainStats, error) {
+	if err := dp.Validate(); err != nil {
+		return TrainStats{ValLoss: math.NaN()}, err
+	}
+	if cfg.ValFraction > 0 {
+		return TrainStats{ValLoss: math.NaN()}, fmt.Errorf("%w: early stopping reads the data outside the privacy accounting; DP-SGD runs without it", ErrConfig)
+	}
+	return train(m, data, cfg, &dp, rng, noise)
+}
+
+func train(m *Model, data *Dataset, cfg TrainConfig, dp *DPConfig, rng, noise *rand.Rand) (TrainStats, error) {
 	st := TrainStats{ValLoss: math.NaN()}
 	if err := cfg.Validate(); err != nil {
 		return st, err
@@ -118,8 +143,18 @@ func Train(m *Model, data *Dataset, cfg TrainConfig, rng *rand.Rand) (TrainStats
 			train, val = data, nil
 		}
 	}
-	batch := min(cfg.BatchSize, train.N())
-	perEpoch := train.N() / batch // the last partial batch of an epoch is dropped
+	n := train.N()
+	batch := min(cfg.BatchSize, n)
+	perEpoch := (n + batch - 1) / batch
+	capacity, kind := batch, training
+	if dp != nil {
+		// Poisson batches: q = B/n, n/B steps an epoch; the graph holds up
+		// to B + 4√B + 4 rows (a larger draw, with probability < 1e-4, is
+		// cut there).
+		st.SampleRate = float64(batch) / float64(n)
+		perEpoch = max(1, n/batch)
+		capacity, kind = min(n, batch+4*int(math.Sqrt(float64(batch)))+4), perExample
+	}
 	epochs, total := cfg.Epochs, cfg.Steps
 	if cfg.Steps > 0 {
 		epochs = (cfg.Steps + perEpoch - 1) / perEpoch
@@ -127,7 +162,7 @@ func Train(m *Model, data *Dataset, cfg TrainConfig, rng *rand.Rand) (TrainStats
 		total = epochs * perEpoch
 	}
 
-	nt, err := newNet(m, batch, true)
+	nt, err := newNet(m, capacity, kind)
 	if err != nil {
 		return st, err
 	}
@@ -136,30 +171,61 @@ func Train(m *Model, data *Dataset, cfg TrainConfig, rng *rand.Rand) (TrainStats
 	vel := make([]float32, len(m.Params))
 	var best []float32
 	bad := 0
+	idx := make([]int, 0, capacity)
 	for e := 0; e < epochs && st.Steps < total; e++ {
-		perm := rng.Perm(train.N())
+		var perm []int
+		if dp == nil {
+			perm = rng.Perm(n)
+		}
 		var sum float64
 		var count int
 		for b := 0; b < perEpoch && st.Steps < total; b++ {
-			nt.load(train, perm[b*batch:(b+1)*batch])
+			if dp == nil {
+				idx = perm[b*batch : min((b+1)*batch, n)]
+			} else {
+				idx = idx[:0]
+				for i := 0; i < n; i++ {
+					if rng.Float64() < st.SampleRate && len(idx) < capacity {
+						idx = append(idx, i)
+					}
+				}
+			}
+			nt.load(train, idx)
+			var loss float64
+			if dp != nil {
+				if loss, err = nt.clipExamples(len(idx), dp.Clip, float64(batch)); err != nil {
+					return st, err
+				}
+			}
 			if err := nt.run(); err != nil {
 				return st, err
 			}
-			sum += float64(nt.loss())
+			if dp == nil {
+				loss = float64(nt.loss())
+			}
+			sum += loss
 			count++
 			lr := float32(cfg.lrAt(st.Steps, total))
 			mom, wd := float32(cfg.Momentum), float32(cfg.WeightDecay)
+			var noiseStd float32
+			if dp != nil {
+				noiseStd = float32(dp.Sigma * dp.Clip / float64(batch))
+			}
 			for li := range m.Arch.Layers {
 				g := nt.grad(li)
 				w := m.Params[off[li]:off[li+1]]
 				v := vel[off[li]:off[li+1]]
 				for j := range w {
-					v[j] = mom*v[j] + g[j] + wd*w[j]
+					gj := g[j]
+					if noiseStd != 0 {
+						gj += noiseStd * float32(noise.NormFloat64())
+					}
+					v[j] = mom*v[j] + gj + wd*w[j]
 					w[j] -= lr * v[j]
 				}
 			}
 			st.Steps++
-			st.Samples += batch
+			st.Samples += len(idx)
 		}
 		st.Epochs = e + 1
 		st.Loss = sum / float64(max(count, 1))
@@ -204,7 +270,7 @@ func Evaluate(m *Model, d *Dataset) (Eval, error) {
 		return Eval{}, fmt.Errorf("%w: no evaluation samples", ErrDataset)
 	}
 	batch := min(evalBatch, d.N())
-	nt, err := newNet(m, batch, false)
+	nt, err := newNet(m, batch, forwardOnly)
 	if err != nil {
 		return Eval{}, err
 	}

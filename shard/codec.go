@@ -65,8 +65,10 @@ func Encode(c Codec, values []float32, k int) ([]byte, error) {
 	b = binary.AppendUvarint(b, uint64(n))
 	switch c {
 	case Dense:
-		for _, v := range values {
-			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+		start := len(b)
+		b = b[:start+4*n]
+		for i, v := range values {
+			binary.LittleEndian.PutUint32(b[start+4*i:], math.Float32bits(v))
 		}
 	case Int8:
 		scale, zero := int8Params(values)

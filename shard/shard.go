@@ -1,8 +1,10 @@
 package shard
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // MaxBytes is the largest encoded shard (DESIGN.md §3): 256 KiB.
@@ -83,8 +85,9 @@ func Join(tensors []Tensor, plan []Span, values [][]float32) ([]float32, error) 
 		return nil, fmt.Errorf("%w: %d spans, %d shards", ErrLayout, len(plan), len(values))
 	}
 	starts, total := offsets(tensors)
-	out := make([]float32, total)
-	covered := make([]bool, total)
+	// Coverage check on intervals, not per value: sorted by start, each span
+	// must begin where the previous one ended.
+	order := make([]int, len(plan))
 	for i, s := range plan {
 		if err := checkSpan(tensors, s); err != nil {
 			return nil, err
@@ -92,19 +95,26 @@ func Join(tensors []Tensor, plan []Span, values [][]float32) ([]float32, error) 
 		if len(values[i]) != s.Len {
 			return nil, fmt.Errorf("%w: shard %d has %d values, its span %d", ErrLayout, i, len(values[i]), s.Len)
 		}
-		start := starts[s.Tensor] + s.Offset
-		for j := start; j < start+s.Len; j++ {
-			if covered[j] {
-				return nil, fmt.Errorf("%w: shard %d overlaps another", ErrLayout, i)
-			}
-			covered[j] = true
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		return cmp.Compare(starts[plan[a].Tensor]+plan[a].Offset, starts[plan[b].Tensor]+plan[b].Offset)
+	})
+	out := make([]float32, total)
+	next := 0
+	for _, i := range order {
+		start := starts[plan[i].Tensor] + plan[i].Offset
+		switch {
+		case start < next:
+			return nil, fmt.Errorf("%w: shard %d overlaps another", ErrLayout, i)
+		case start > next:
+			return nil, fmt.Errorf("%w: values %d..%d are in no shard", ErrLayout, next, start-1)
 		}
 		copy(out[start:], values[i])
+		next = start + plan[i].Len
 	}
-	for j, c := range covered {
-		if !c {
-			return nil, fmt.Errorf("%w: value %d is in no shard", ErrLayout, j)
-		}
+	if next != total {
+		return nil, fmt.Errorf("%w: values %d..%d are in no shard", ErrLayout, next, total-1)
 	}
 	return out, nil
 }

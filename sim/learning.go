@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base32"
@@ -27,14 +28,33 @@ import (
 // ErrConfig reports an invalid simulation setting.
 var ErrConfig = errors.New("sim config")
 
-// DP is the simulation's differential-privacy setting. Each honest peer clips
-// its update to Clip and adds N(0, (Sigma·Clip)²) per coordinate; its own
-// accountant composes one Gaussian mechanism per contributed round (sample
-// rate 1: the whole local dataset is used each round).
+// DP modes.
+const (
+	// DPUpdate is DESIGN.md §1.3's privatisation: clip the round's update to
+	// Clip, add N(0, (Sigma·Clip)²) per coordinate. One Gaussian mechanism
+	// per contributed round at sample rate 1 (the whole local dataset).
+	DPUpdate = "update"
+	// DPSample is DP-SGD during local training: per-example clipping to
+	// Clip and noise Sigma·Clip on every Poisson-sampled batch. One sampled
+	// Gaussian mechanism per local step at rate q = batch/local samples.
+	DPSample = "sample"
+)
+
+// DP is the simulation's differential-privacy setting. Every honest peer
+// runs its own accountant and records the ε it has spent.
 type DP struct {
-	Clip, Sigma float64
+	Mode        string  // DPUpdate (default) or DPSample
+	Clip, Sigma float64 // Sigma 0: derived from Epsilon
+	Epsilon     float64 // target ε over all rounds, used when Sigma is 0
 	Delta       float64 // δ at which ε is reported (default 1e-5)
 	Budget      float64 // ε after which a peer stops contributing (0: none)
+}
+
+func (d *DP) delta() float64 {
+	if d.Delta == 0 {
+		return 1e-5
+	}
+	return d.Delta
 }
 
 // Config is one simulation.
@@ -99,6 +119,16 @@ func (c Config) Validate() error {
 		if err := (learner.DPConfig{Clip: c.DP.Clip, Sigma: c.DP.Sigma}).Validate(); err != nil {
 			return err
 		}
+		switch {
+		case c.DP.Mode != "" && c.DP.Mode != DPUpdate && c.DP.Mode != DPSample:
+			return fmt.Errorf("%w: DP mode %q (want update or sample)", ErrConfig, c.DP.Mode)
+		case c.DP.Mode == DPSample && c.Model != learner.Arch2NN:
+			return fmt.Errorf("%w: DP-SGD (--dp-mode sample) supports the 2nn only", ErrConfig)
+		case c.DP.Sigma == 0 && !(c.DP.Epsilon > 0):
+			return fmt.Errorf("%w: DP needs a noise multiplier or a target ε", ErrConfig)
+		case c.DP.Sigma != 0 && c.DP.Epsilon != 0:
+			return fmt.Errorf("%w: give the DP noise multiplier or the target ε, not both", ErrConfig)
+		}
 		if c.DP.Delta != 0 && !(c.DP.Delta > 0 && c.DP.Delta < 1) {
 			return fmt.Errorf("%w: δ %v must be in (0,1)", ErrConfig, c.DP.Delta)
 		}
@@ -144,6 +174,8 @@ type Report struct {
 	HeadCID           string  `json:"head_cid"`
 	BytesPerPeerRound int64   `json:"bytes_received_per_peer_per_round"`
 	Epsilon           float64 `json:"epsilon,omitempty"`
+	DPMode            string  `json:"dp_mode,omitempty"`
+	DPSigma           float64 `json:"dp_sigma,omitempty"`
 	Seconds           float64 `json:"seconds"`
 	Rounds            []Round `json:"rounds"`
 }
@@ -187,17 +219,33 @@ func Run(ctx context.Context, cfg Config, train, test *learner.Dataset, observe 
 		peers[i].data = cfg.Attack.Poison(peers[i].data)
 	}
 	if cfg.DP != nil {
-		delta := cfg.DP.Delta
-		if delta == 0 {
-			delta = 1e-5
-		}
-		budget := cfg.DP.Budget
+		dp := *cfg.DP
+		cfg.DP = &dp // Run may fill in Sigma; the caller's value stays as it was
+		budget := dp.Budget
 		if budget == 0 {
 			budget = math.Inf(1)
 		}
 		for _, p := range peers {
-			if p.budget, err = learner.NewBudget(budget, delta); err != nil {
+			if p.budget, err = learner.NewBudget(budget, dp.delta()); err != nil {
 				return Report{}, err
+			}
+			p.dpQ, p.dpSteps = 1, 1
+			if dp.Mode == DPSample {
+				p.dpQ, p.dpSteps = sampledSteps(cfg.Train, p.data.N())
+			}
+		}
+		if dp.Sigma == 0 {
+			// The smallest σ that keeps every honest peer within ε after
+			// all rounds (peers with less data sample at a higher rate).
+			for _, p := range peers {
+				if p.byzantine {
+					continue
+				}
+				s, err := learner.NoiseMultiplier(dp.Epsilon, dp.delta(), p.dpQ, cfg.Rounds*p.dpSteps)
+				if err != nil {
+					return Report{}, err
+				}
+				dp.Sigma = max(dp.Sigma, s)
 			}
 		}
 	}
@@ -210,6 +258,9 @@ func Run(ctx context.Context, cfg Config, train, test *learner.Dataset, observe 
 		Attack: cfg.Attack.Name, Aggregator: cfg.Agg.String(), Partition: cfg.Partition.String(),
 		Model: cfg.Model, ModelParams: len(global.Params), ModelBytes: 4 * len(global.Params),
 		HeadsAgree: true,
+	}
+	if cfg.DP != nil {
+		rep.DPMode, rep.DPSigma = cmp.Or(cfg.DP.Mode, DPUpdate), cfg.DP.Sigma
 	}
 	workers := cfg.Workers
 	if workers <= 0 {
@@ -285,7 +336,19 @@ type peer struct {
 	byzantine bool
 	data      *learner.Dataset
 	budget    *learner.Budget // nil without DP
+	dpQ       float64         // sampling rate of one accounted mechanism
+	dpSteps   int             // mechanisms per round
 	stopped   bool            // budget exhausted: no longer contributes
+}
+
+// sampledSteps is DP-SGD's sampling rate and steps per round for a peer
+// with n samples (as learner.TrainDP runs them).
+func sampledSteps(c learner.TrainConfig, n int) (float64, int) {
+	b := min(c.BatchSize, n)
+	if c.Steps > 0 {
+		return float64(b) / float64(n), c.Steps
+	}
+	return float64(b) / float64(n), c.Epochs * max(1, n/b)
 }
 
 type trained struct {
@@ -307,7 +370,7 @@ func runRound(ctx context.Context, cfg Config, peers []*peer, global *learner.Mo
 		if p.stopped || (p.byzantine && !cfg.Attack.NeedsOwnTraining()) {
 			continue
 		}
-		if p.budget != nil && !p.byzantine && !p.budget.CanSpend(cfg.DP.Sigma, 1, 1) {
+		if p.budget != nil && !p.byzantine && !p.budget.CanSpend(cfg.DP.Sigma, p.dpQ, p.dpSteps) {
 			p.stopped = true // says so in the round's contributor count
 			continue
 		}
@@ -316,7 +379,15 @@ func runRound(ctx context.Context, cfg Config, peers []*peer, global *learner.Mo
 		go func(p *peer) {
 			defer func() { <-sem; wg.Done() }()
 			local := global.Clone()
-			st, err := learner.Train(local, p.data, cfg.Train, peerRand(cfg.Seed, p.id, r, purposeTrain))
+			rng := peerRand(cfg.Seed, p.id, r, purposeTrain)
+			var st learner.TrainStats
+			var err error
+			if cfg.DP != nil && cfg.DP.Mode == DPSample && !p.byzantine {
+				st, err = learner.TrainDP(local, p.data, cfg.Train, learner.DPConfig{Clip: cfg.DP.Clip, Sigma: cfg.DP.Sigma},
+					rng, learner.NewNoiseRand(noiseSeed(cfg.Seed, p.id, r)))
+			} else {
+				st, err = learner.Train(local, p.data, cfg.Train, rng)
+			}
 			out[p.id] = trained{delta: learner.Delta(local.Params, global.Params), loss: st.Loss, err: err}
 		}(p)
 	}
@@ -342,19 +413,17 @@ func runRound(ctx context.Context, cfg Config, peers []*peer, global *learner.Mo
 			return round, nil, fmt.Errorf("peer %d: %w", p.id, o.err)
 		}
 		if cfg.DP != nil {
-			dp := learner.DPConfig{Clip: cfg.DP.Clip, Sigma: cfg.DP.Sigma}
-			var seed [32]byte
-			binary.LittleEndian.PutUint64(seed[:], cfg.Seed)
-			binary.LittleEndian.PutUint64(seed[8:], uint64(p.id))
-			binary.LittleEndian.PutUint64(seed[16:], uint64(r))
-			priv, err := learner.Privatize(o.delta, dp, learner.NewNoiseRand(&seed))
-			if err != nil {
+			if cfg.DP.Mode != DPSample {
+				dp := learner.DPConfig{Clip: cfg.DP.Clip, Sigma: cfg.DP.Sigma}
+				priv, err := learner.Privatize(o.delta, dp, learner.NewNoiseRand(noiseSeed(cfg.Seed, p.id, r)))
+				if err != nil {
+					return round, nil, err
+				}
+				o.delta = priv
+			}
+			if err := p.budget.Spend(cfg.DP.Sigma, p.dpQ, p.dpSteps); err != nil {
 				return round, nil, err
 			}
-			if err := p.budget.Spend(cfg.DP.Sigma, 1, 1); err != nil {
-				return round, nil, err
-			}
-			o.delta = priv
 			round.Epsilon = max(round.Epsilon, p.budget.Spent())
 		}
 		out[p.id] = o
@@ -425,6 +494,16 @@ func runRound(ctx context.Context, cfg Config, peers []*peer, global *learner.Mo
 	// the payload a dense-FedAvg peer receives per round.
 	round.BytesPerPeer = int64(max(len(ups)-1, 0)) * int64(4*len(global.Params))
 	return round, next, nil
+}
+
+// noiseSeed derives the ChaCha8 seed of a peer's DP noise for one round
+// (a real peer seeds from crypto/rand instead).
+func noiseSeed(seed uint64, peer, round int) *[32]byte {
+	var s [32]byte
+	binary.LittleEndian.PutUint64(s[:], seed)
+	binary.LittleEndian.PutUint64(s[8:], uint64(peer))
+	binary.LittleEndian.PutUint64(s[16:], uint64(round))
+	return &s
 }
 
 // updateID names an update by the hash of its author and bytes, as the

@@ -105,6 +105,10 @@ func TestConfigValidate(t *testing.T) {
 		}),
 		"unknown model":    mod(func(c *Config) { c.Model = "vit" }),
 		"dp clip 0":        mod(func(c *Config) { c.DP = &DP{Sigma: 1} }),
+		"dp no sigma":      mod(func(c *Config) { c.DP = &DP{Clip: 1} }),
+		"dp sigma and eps": mod(func(c *Config) { c.DP = &DP{Clip: 1, Sigma: 1, Epsilon: 3} }),
+		"dp mode":          mod(func(c *Config) { c.DP = &DP{Clip: 1, Sigma: 1, Mode: "local"} }),
+		"dp-sgd on cnn":    mod(func(c *Config) { c.Model = learner.ArchCNN; c.DP = &DP{Clip: 1, Sigma: 1, Mode: DPSample} }),
 		"zero rounds":      mod(func(c *Config) { c.Rounds = 0 }),
 		"unknown rule":     mod(func(c *Config) { c.Agg.Rule = "avg" }),
 		"bad train config": mod(func(c *Config) { c.Train.BatchSize = 0 }),
@@ -116,5 +120,26 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRunDPSampleSpendsTarget runs DP-SGD with σ derived from a target ε
+// and checks that no peer overspends and that the accounting is exact.
+func TestRunDPSampleSpendsTarget(t *testing.T) {
+	train, test := synthetic(6)
+	cfg := smallConfig(6)
+	cfg.Byzantine, cfg.Rounds = 0, 3
+	cfg.Train.Steps = 0
+	cfg.Train.Epochs = 1
+	cfg.DP = &DP{Mode: DPSample, Clip: 1, Epsilon: 4}
+	rep, err := Run(context.Background(), cfg, train, test, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.DPSigma <= 0 || rep.Epsilon > 4 || rep.Epsilon < 3.9 {
+		t.Fatalf("σ %v, ε spent %v (target 4, NoiseMultiplier's tolerance 0.01)", rep.DPSigma, rep.Epsilon)
+	}
+	if cfg.DP.Sigma != 0 {
+		t.Fatal("Run changed the caller's config")
 	}
 }

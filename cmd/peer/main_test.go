@@ -37,6 +37,7 @@ func TestBadInputOneLineError(t *testing.T) {
 		{[]string{"sim", "--partition", "dirichlet:-1"}, 2, "dirichlet:A"},
 		{[]string{"sim", "--dp-sigma", "1", "--dp-epsilon", "3"}, 2, "not both"},
 		{[]string{"sim", "--dp-clip", "2"}, 2, "need --dp-sigma"},
+		{[]string{"sim", "--dp-sigma", "1", "--dp-mode", "local"}, 2, "DP mode"},
 		{[]string{"sim", "--aggregator", "krum", "--krum-f", "1", "--peers", "4"}, 2, "krum with f=1"},
 		{[]string{"sim", "--rounds", "x"}, 2, "invalid value"},
 		{[]string{"sim", "--data", garbage}, 1, "not a gzip file"},

@@ -24,7 +24,6 @@ import (
 type simSummary struct {
 	sim.Report
 	CentralizedAccuracy *float64 `json:"centralized_accuracy,omitempty"`
-	DPSigma             float64  `json:"dp_sigma,omitempty"`
 	Out                 string   `json:"out,omitempty"`
 }
 
@@ -51,6 +50,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dpClip := fs.Float64("dp-clip", 1, "DP: L2 clipping norm C of each update")
 	dpEps := fs.Float64("dp-epsilon", 0, "DP: pick σ so that each peer spends this ε over all rounds (instead of --dp-sigma)")
 	dpDelta := fs.Float64("dp-delta", 1e-5, "DP: δ")
+	dpMode := fs.String("dp-mode", sim.DPUpdate, "DP: update (clip and noise each round's update) or sample (DP-SGD: per-example clipping and noise at every local step)")
 	dpBudget := fs.Float64("dp-budget", 0, "DP: ε after which a peer stops contributing (0: none)")
 	seed := fs.Uint64("seed", def.Seed, "seed of everything random in the run")
 	workers := fs.Int("workers", 0, "peers trained concurrently (0: GOMAXPROCS)")
@@ -87,21 +87,13 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *trim != 0 && *agg != learner.RuleTrimmedMean {
 		return fmt.Errorf("%w: --trim applies to --aggregator trimmed-mean, not %s", errUsage, *agg)
 	}
-	sigma := *dpSigma
 	switch {
-	case *dpSigma != 0 && *dpEps != 0:
-		return fmt.Errorf("%w: give --dp-sigma or --dp-epsilon, not both", errUsage)
 	case *dpSigma < 0 || *dpEps < 0:
 		return fmt.Errorf("%w: --dp-sigma and --dp-epsilon must be ≥ 0", errUsage)
-	case *dpEps > 0:
-		if sigma, err = learner.NoiseMultiplier(*dpEps, *dpDelta, 1, cfg.Rounds); err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-	}
-	if sigma > 0 {
-		cfg.DP = &sim.DP{Clip: *dpClip, Sigma: sigma, Delta: *dpDelta, Budget: *dpBudget}
-	} else if isSet(fs, "dp-clip") || *dpBudget != 0 {
-		return fmt.Errorf("%w: --dp-clip and --dp-budget need --dp-sigma or --dp-epsilon", errUsage)
+	case *dpSigma > 0 || *dpEps > 0:
+		cfg.DP = &sim.DP{Mode: *dpMode, Clip: *dpClip, Sigma: *dpSigma, Epsilon: *dpEps, Delta: *dpDelta, Budget: *dpBudget}
+	case isSet(fs, "dp-clip") || isSet(fs, "dp-mode") || *dpBudget != 0:
+		return fmt.Errorf("%w: --dp-clip, --dp-mode and --dp-budget need --dp-sigma or --dp-epsilon", errUsage)
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -135,7 +127,8 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stderr, "sim: %d peers (%d Byzantine: %s), %s, %s, %s, %d rounds × %s, seed %d\n",
 		cfg.Peers, cfg.Byzantine, cfg.Attack.Name, cfg.Agg.String(), cfg.Partition, cfg.Model, cfg.Rounds, localWork(cfg.Train), cfg.Seed)
 	if cfg.DP != nil {
-		fmt.Fprintf(stderr, "sim: DP on every honest update: clip %g, σ %.4f, δ %g\n", cfg.DP.Clip, cfg.DP.Sigma, *dpDelta)
+		fmt.Fprintf(stderr, "sim: DP (%s) on every honest peer: clip %g, δ %g, σ %s\n", cfg.DP.Mode, cfg.DP.Clip, *dpDelta,
+			map[bool]string{true: fmt.Sprint(cfg.DP.Sigma), false: fmt.Sprintf("chosen for ε = %g", cfg.DP.Epsilon)}[cfg.DP.Sigma > 0])
 	}
 	// The bar redraws in place, which only a terminal shows well; logs and
 	// pipes get the table alone.
@@ -169,7 +162,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	sum := simSummary{Report: rep, DPSigma: sigma}
+	sum := simSummary{Report: rep}
 	if *centralized {
 		acc, err := centralizedBaseline(cfg, train, test, stderr)
 		if err != nil {
@@ -192,7 +185,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "centralized baseline %.2f%%\n", 100**sum.CentralizedAccuracy)
 	}
 	if rep.Epsilon > 0 {
-		fmt.Fprintf(stdout, "privacy: each honest peer spent ε = %.3f at δ = %g\n", rep.Epsilon, *dpDelta)
+		fmt.Fprintf(stdout, "privacy (%s, σ = %.4f): the most any honest peer spent is ε = %.3f at δ = %g\n", rep.DPMode, rep.DPSigma, rep.Epsilon, *dpDelta)
 	}
 	if *out != "" {
 		fmt.Fprintf(stdout, "report: %s (per round: rounds.csv; head model: `peer inspect %s`)\n",
