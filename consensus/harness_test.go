@@ -47,7 +47,7 @@ func (v edVerifier) Verify(id string, msg, sig []byte) bool {
 
 // Behaviours of a Byzantine validator.
 const (
-	honest = iota
+	honest     = iota
 	equivocate // signs a second, conflicting version of every message it sends
 	silent     // sends nothing
 )
