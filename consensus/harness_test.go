@@ -92,6 +92,10 @@ type testNet struct {
 	// receives for the first time to the others.
 	relay bool
 	seen  []map[[32]byte]bool
+	// onPersist, if set, is the shell's durable write of one record; false
+	// means the validator crashed during it (its log is then as the hook
+	// left it in wal).
+	onPersist func(i int, rec Record) bool
 }
 
 type signKeyV struct {
@@ -156,8 +160,12 @@ func (n *testNet) drain(i int) {
 			return
 		}
 		for _, rec := range rd.Persist {
-			nd.wal = append(nd.wal, rec)
 			nd.persists++
+			if n.onPersist != nil && !n.onPersist(i, rec) {
+				n.restart(i)
+				return
+			}
+			nd.wal = append(nd.wal, rec)
 			if at, ok := n.crashAt[i]; ok && nd.persists == at {
 				// Crash after this record is durable, before anything of
 				// this Ready is sent: restart from the log.
