@@ -121,7 +121,8 @@ func (d *decoder) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
+	// Canonical encodings only: one message, one byte string, one gossip ID.
+	if n <= 0 || n != len(binary.AppendUvarint(nil, v)) {
 		d.fail("bad varint")
 		return 0
 	}
@@ -134,7 +135,7 @@ func (d *decoder) round() int32 {
 		return 0
 	}
 	v, n := binary.Varint(d.b)
-	if n <= 0 || v < -1 || v > 1<<30 {
+	if n <= 0 || n != len(binary.AppendVarint(nil, v)) || v < -1 || v > 1<<30 {
 		d.fail("bad round")
 		return 0
 	}
