@@ -139,6 +139,22 @@ func topK(values []float32, k int) []int {
 // before anything is allocated, so a hostile header cannot make it allocate
 // more than a small multiple of len(b); it never panics.
 func Decode(b []byte) ([]float32, Header, error) {
+	return decode(b, nil)
+}
+
+// DecodeInto parses a shard into dst, which must hold exactly its values
+// (the span the manifest gives it): no allocation for the values.
+func DecodeInto(dst []float32, b []byte) (Header, error) {
+	if dst == nil {
+		dst = []float32{}
+	}
+	_, h, err := decode(b, dst)
+	return h, err
+}
+
+// decode writes into dst when it is not nil (checking its length), else
+// into a new slice.
+func decode(b []byte, dst []float32) ([]float32, Header, error) {
 	var h Header
 	if len(b) > MaxBytes {
 		return nil, h, fmt.Errorf("%w: %d bytes exceeds %d", ErrCorrupt, len(b), MaxBytes)
@@ -156,12 +172,22 @@ func Decode(b []byte) ([]float32, Header, error) {
 	}
 	h.Len = int(n)
 	rest := b[2+w:]
+	if dst != nil && len(dst) != h.Len {
+		return nil, h, fmt.Errorf("%w: shard holds %d values, its place %d", ErrCorrupt, h.Len, len(dst))
+	}
+	// The values' slice, allocated only once the payload size is checked.
+	alloc := func() []float32 {
+		if dst != nil {
+			return dst
+		}
+		return make([]float32, h.Len)
+	}
 	switch h.Codec {
 	case Dense:
 		if len(rest) != 4*h.Len {
 			return nil, h, fmt.Errorf("%w: dense shard of %d values has %d payload bytes", ErrCorrupt, h.Len, len(rest))
 		}
-		out := make([]float32, h.Len)
+		out := alloc()
 		for i := range out {
 			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(rest[4*i:]))
 		}
@@ -175,7 +201,7 @@ func Decode(b []byte) ([]float32, Header, error) {
 		if !(h.Scale > 0) || math.IsInf(float64(h.Scale), 0) {
 			return nil, h, fmt.Errorf("%w: int8 scale %v", ErrCorrupt, h.Scale)
 		}
-		out := make([]float32, h.Len)
+		out := alloc()
 		for i, q := range rest[5:] {
 			out[i] = h.Scale * float32(int(int8(q))-int(h.Zero))
 		}
@@ -202,7 +228,8 @@ func Decode(b []byte) ([]float32, Header, error) {
 		if len(rest) != 4*h.K {
 			return nil, h, fmt.Errorf("%w: top-k shard has %d value bytes for %d values", ErrCorrupt, len(rest), h.K)
 		}
-		out := make([]float32, h.Len)
+		out := alloc()
+		clear(out) // values not carried are zero
 		for i, j := range idx {
 			out[j] = math.Float32frombits(binary.LittleEndian.Uint32(rest[4*i:]))
 		}

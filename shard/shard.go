@@ -84,39 +84,50 @@ func Join(tensors []Tensor, plan []Span, values [][]float32) ([]float32, error) 
 	if len(plan) != len(values) {
 		return nil, fmt.Errorf("%w: %d spans, %d shards", ErrLayout, len(plan), len(values))
 	}
-	starts, total := offsets(tensors)
-	// Coverage check on intervals, not per value: sorted by start, each span
-	// must begin where the previous one ended.
-	order := make([]int, len(plan))
+	starts, total, err := Place(tensors, plan)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, total)
 	for i, s := range plan {
-		if err := checkSpan(tensors, s); err != nil {
-			return nil, err
-		}
 		if len(values[i]) != s.Len {
 			return nil, fmt.Errorf("%w: shard %d has %d values, its span %d", ErrLayout, i, len(values[i]), s.Len)
 		}
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int {
-		return cmp.Compare(starts[plan[a].Tensor]+plan[a].Offset, starts[plan[b].Tensor]+plan[b].Offset)
-	})
-	out := make([]float32, total)
-	next := 0
-	for _, i := range order {
-		start := starts[plan[i].Tensor] + plan[i].Offset
-		switch {
-		case start < next:
-			return nil, fmt.Errorf("%w: shard %d overlaps another", ErrLayout, i)
-		case start > next:
-			return nil, fmt.Errorf("%w: values %d..%d are in no shard", ErrLayout, next, start-1)
-		}
-		copy(out[start:], values[i])
-		next = start + plan[i].Len
-	}
-	if next != total {
-		return nil, fmt.Errorf("%w: values %d..%d are in no shard", ErrLayout, next, total-1)
+		copy(out[starts[i]:], values[i])
 	}
 	return out, nil
+}
+
+// Place checks that plan covers every value of tensors exactly once and
+// returns where each span starts in the flat vector, and its length, so a
+// caller can decode shards straight into place (DecodeInto).
+func Place(tensors []Tensor, plan []Span) (starts []int, total int, err error) {
+	tstarts, total := offsets(tensors)
+	starts = make([]int, len(plan))
+	order := make([]int, len(plan))
+	for i, s := range plan {
+		if err := checkSpan(tensors, s); err != nil {
+			return nil, 0, err
+		}
+		starts[i], order[i] = tstarts[s.Tensor]+s.Offset, i
+	}
+	// Coverage on intervals, not per value: sorted by start, each span must
+	// begin where the previous one ended.
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(starts[a], starts[b]) })
+	next := 0
+	for _, i := range order {
+		switch {
+		case starts[i] < next:
+			return nil, 0, fmt.Errorf("%w: shard %d overlaps another", ErrLayout, i)
+		case starts[i] > next:
+			return nil, 0, fmt.Errorf("%w: values %d..%d are in no shard", ErrLayout, next, starts[i]-1)
+		}
+		next = starts[i] + plan[i].Len
+	}
+	if next != total {
+		return nil, 0, fmt.Errorf("%w: values %d..%d are in no shard", ErrLayout, next, total-1)
+	}
+	return starts, total, nil
 }
 
 func offsets(tensors []Tensor) (starts []int, total int) {

@@ -233,3 +233,32 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodeIntoAndPlace(t *testing.T) {
+	plan, _ := Plan(mlp2NN, 0)
+	params := randVec(199210, 3)
+	parts, _ := Split(mlp2NN, params, plan)
+	starts, total, err := Place(mlp2NN, plan)
+	if err != nil || total != len(params) {
+		t.Fatal(total, err)
+	}
+	out := make([]float32, total)
+	for i, p := range parts {
+		b, _ := Encode(Dense, p, 0)
+		if _, err := DecodeInto(out[starts[i]:starts[i]+plan[i].Len], b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(out, params) {
+		t.Fatal("decoded in place differs")
+	}
+	b, _ := Encode(Dense, parts[0], 0)
+	if _, err := DecodeInto(make([]float32, 3), b); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("wrong-sized destination: %v", err)
+	}
+	tk, _ := Encode(TopK, []float32{0, 5, 0}, 1)
+	dst := []float32{9, 9, 9}
+	if _, err := DecodeInto(dst, tk); err != nil || !slices.Equal(dst, []float32{0, 5, 0}) {
+		t.Fatalf("top-k into a dirty slice: %v %v", dst, err)
+	}
+}

@@ -66,23 +66,28 @@ func (s *Store) putShards(ctx context.Context, tensors []shard.Tensor, values []
 	return refs, nil
 }
 
-// getShards fetches, re-hashes and decodes every shard and joins them.
+// getShards fetches and re-hashes every shard and decodes it straight into
+// its place in the parameter vector.
 func (s *Store) getShards(ctx context.Context, tensors []shard.Tensor, refs []ShardRef) ([]float32, error) {
 	plan := make([]shard.Span, len(refs))
-	values := make([][]float32, len(refs))
+	for i, r := range refs {
+		plan[i] = shard.Span{Tensor: r.Tensor, Offset: r.Offset, Len: r.Len}
+	}
+	starts, total, err := shard.Place(tensors, plan)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, total)
 	for i, r := range refs {
 		b, err := s.Get(ctx, r.Link.Cid)
 		if err != nil {
 			return nil, err
 		}
-		v, _, err := shard.Decode(b)
-		if err != nil {
+		if _, err := shard.DecodeInto(out[starts[i]:starts[i]+r.Len], b); err != nil {
 			return nil, fmt.Errorf("shard %s: %w", r.Link, err)
 		}
-		plan[i] = shard.Span{Tensor: r.Tensor, Offset: r.Offset, Len: r.Len}
-		values[i] = v
 	}
-	return shard.Join(tensors, plan, values)
+	return out, nil
 }
 
 // CheckpointMeta is what a checkpoint records besides the model.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/boxo/datastore/dshelp"
 	blocks "github.com/ipfs/go-block-format"
@@ -63,11 +64,22 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if o.sync {
 		wo = pebble.Sync
 	}
-	d, err := pebbleds.NewDatastore(filepath.Clean(dir), pebbleds.WithPebbleWriteOptions(wo))
+	d, err := pebbleds.NewDatastore(filepath.Clean(dir), pebbleds.WithPebbleWriteOptions(wo), pebbleds.WithPebbleOpts(pebbleOptions()))
 	if err != nil {
 		return nil, fmt.Errorf("storage: opening %s: %w", dir, err)
 	}
 	return NewStore(d, o.log), nil
+}
+
+// pebbleOptions tunes pebble for what murmur stores: mostly 256 KiB shards
+// of float32, which do not compress (compressing them only costs CPU on
+// every flush and read), in runs of a few MB per checkpoint.
+func pebbleOptions() *pebble.Options {
+	o := &pebble.Options{MemTableSize: 64 << 20}
+	for i := range o.Levels {
+		o.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+	}
+	return o
 }
 
 // NewStore wraps an already open datastore (tests, other backends).
