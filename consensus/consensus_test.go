@@ -337,3 +337,56 @@ func TestCrashWithFileWAL(t *testing.T) {
 		}
 	}
 }
+
+// TestValidityVerdicts: Reject makes every validator prevote nil (no value
+// is decided in that round); NotYet holds the prevote until Recheck finds
+// the data has arrived.
+func TestValidityVerdicts(t *testing.T) {
+	t.Run("reject", func(t *testing.T) {
+		net := newTestNet(t, 4, 21, nil)
+		proposer := net.index(net.cfg.Validators.Proposer(1, 0))
+		for _, nd := range net.nodes {
+			nd.m.valid = func(h uint64, v []byte) Verdict {
+				if bytes.Contains(v, []byte(" by "+net.nodes[proposer].id)) && h == 1 {
+					return Reject
+				}
+				return Accept
+			}
+		}
+		net.run(1, 2000)
+		c := net.nodes[0].decided[0]
+		if c.Certificate.Round == 0 || bytes.Contains(c.Value, []byte(net.nodes[proposer].id)) {
+			t.Fatalf("a rejected proposal was decided: round %d value %q", c.Certificate.Round, c.Value)
+		}
+	})
+	t.Run("not yet", func(t *testing.T) {
+		net := newTestNet(t, 4, 22, nil)
+		arrived := false
+		net.cfg.TimeoutPropose = 1000 // long enough that waiting, not timing out, is what happens
+		for _, nd := range net.nodes {
+			nd.m = net.newMachine(nd)
+			nd.m.valid = func(uint64, []byte) Verdict {
+				if !arrived {
+					return NotYet
+				}
+				return Accept
+			}
+			nd.m.Start()
+		}
+		net.run(1, 50)
+		for _, nd := range net.nodes {
+			if len(nd.decided) != 0 || nd.m.CurrentStep() != StepPropose {
+				t.Fatalf("%s moved on while its data was missing: step %v", nd.id, nd.m.CurrentStep())
+			}
+		}
+		arrived = true
+		for i, nd := range net.nodes {
+			nd.m.Recheck()
+			net.drain(i)
+		}
+		net.run(1, 500)
+		if !net.allDecided(1) || net.nodes[0].decided[0].Certificate.Round != 0 {
+			t.Fatalf("the value was not decided in round 0 once its data arrived: %d decided, %+v", len(net.nodes[0].decided), net.nodes[0].m.timers)
+		}
+	})
+}
