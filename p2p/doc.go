@@ -1,9 +1,18 @@
-// Package p2p is a peer's libp2p side: the host (TCP, QUIC, Noise, TLS,
-// yamux), kad-dht and mDNS discovery under /murmur/<network>, the gossipsub
-// topics with their validators and peer scoring, bitswap wired to storage's
-// blocks, the private-network key and the connection gater.
+// Package p2p is a peer's libp2p side: the host (TCP and QUIC, Noise and
+// TLS, yamux, an ed25519 identity kept in the peer's home, the resource
+// manager, optional NAT traversal), discovery (kad-dht in server mode under
+// /murmur/<network>, never the public IPFS DHT; mDNS on a LAN), the gossipsub
+// topics of DESIGN.md with their validators and peer scoring, bitswap over
+// the host wired to storage's blockstore, an optional pre-shared key
+// (private network) and a connection gater that admits only the peers the
+// genesis allows, and Prometheus metrics.
 //
-// It never imports consensus, learner or node (DESIGN.md §4).
+// It never imports consensus, learner or node (DESIGN.md §4): what a gossip
+// payload means to the round is decided by the Validator each topic is
+// given; the announcement payload of the updates topic is defined here
+// because its signature and bounds are checked at the gossip layer.
 //
-// Status: specified by issue 4/6 and not written yet; nothing imports it.
+// How it is driven: constructors take a context only to start background
+// protocol goroutines that libp2p owns; they stop when the host is closed.
+// Nothing here is global: metrics go to the registry the caller passes.
 package p2p

@@ -1,0 +1,341 @@
+package p2p
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	mrand "math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ipfs/boxo/bitswap"
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	ma "github.com/multiformats/go-multiaddr"
+	mh "github.com/multiformats/go-multihash"
+
+	"github.com/murmur-ml/murmur/storage"
+)
+
+// eventually polls cond until it holds or the deadline passes: distributed
+// protocols converge in their own time, and the test waits for the event,
+// not for a fixed sleep.
+func eventually(t testing.TB, within time.Duration, cond func() bool) bool {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for wait := time.Millisecond; time.Now().Before(deadline); wait = min(2*wait, 200*time.Millisecond) {
+		if cond() {
+			return true
+		}
+		time.Sleep(wait)
+	}
+	return cond()
+}
+
+func mockHosts(t testing.TB, n int) (mocknet.Mocknet, []host.Host) {
+	t.Helper()
+	mn := mocknet.New()
+	t.Cleanup(func() { mn.Close() })
+	hosts := make([]host.Host, n)
+	for i := range hosts {
+		// ed25519 identities, as murmur peers have (announcement signatures
+		// are checked against the key inside the peer ID); in-memory links,
+		// loopback-looking addresses that carry no packets.
+		priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := mn.AddPeer(priv, ma.StringCast(fmt.Sprintf("/ip4/127.0.%d.%d/tcp/4001", i/250, 1+i%250)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hosts[i] = h
+	}
+	if err := mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	return mn, hosts
+}
+
+// Twenty hosts that know only one bootstrap peer all find each other
+// through the network's own DHT.
+func TestDHTDiscovery(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, hosts := mockHosts(t, 20)
+	boot := peer.AddrInfo{ID: hosts[0].ID(), Addrs: hosts[0].Addrs()}
+	discs := make([]*Discovery, len(hosts))
+	for i, h := range hosts {
+		d, err := NewDiscovery(ctx, h, "test", []peer.AddrInfo{boot})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		discs[i] = d
+	}
+	for _, d := range discs {
+		d.Advertise(ctx)
+	}
+	for i, d := range discs {
+		found := map[peer.ID]bool{}
+		ok := eventually(t, time.Minute, func() bool {
+			ps, err := d.FindPeers(ctx)
+			if err != nil {
+				return false
+			}
+			for _, p := range ps {
+				if p.ID != hosts[i].ID() {
+					found[p.ID] = true
+				}
+			}
+			return len(found) == len(hosts)-1
+		})
+		if !ok {
+			t.Fatalf("host %d found %d of %d peers", i, len(found), len(hosts)-1)
+		}
+	}
+	// The DHT speaks only the network's protocol, not the public IPFS one.
+	for _, p := range hosts[1].Mux().Protocols() {
+		if string(p) == "/ipfs/kad/1.0.0" {
+			t.Fatal("the public IPFS DHT protocol is served")
+		}
+	}
+}
+
+func announcement(t testing.TB, priv crypto.PrivKey, network string, height uint64, seq int) []byte {
+	h, _ := mh.Sum([]byte(fmt.Sprint(network, height, seq)), mh.SHA2_256, -1)
+	a := &Announcement{Network: network, Height: height, Update: cid.NewCidV1(cid.DagCBOR, h), Samples: 100}
+	if err := a.Sign(priv); err != nil {
+		t.Fatal(err)
+	}
+	return a.Marshal()
+}
+
+// Announcements reach every subscribed host; a host sending garbage is
+// graylisted by the others while honest delivery stays ≥ 99%.
+func TestGossipDeliveryAndGraylist(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const n = 10
+	mn, hosts := mockHosts(t, n)
+	if err := mn.ConnectAllButSelf(); err != nil {
+		t.Fatal(err)
+	}
+	attacker := n - 1
+	var mu sync.Mutex
+	scores := map[int]map[peer.ID]float64{}
+	var current atomic.Uint64 // the height being trained: one announcement per author and height
+	gossips := make([]*Gossip, n)
+	for i, h := range hosts {
+		validators := map[string]Validator{TopicUpdates: &AnnouncementPolicy{Network: "test", Height: current.Load}}
+		var opts []GossipOption
+		if i == attacker {
+			validators = nil // it publishes whatever it likes
+		} else {
+			opts = append(opts, WithScoreInspector(func(m map[peer.ID]float64) {
+				mu.Lock()
+				scores[i] = m
+				mu.Unlock()
+			}, 100*time.Millisecond))
+		}
+		g, err := NewGossip(ctx, h, "test", validators, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gossips[i] = g
+	}
+	subs := make([]chan []byte, n)
+	for i, g := range gossips {
+		sub, err := g.Subscribe(TopicUpdates)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs[i] = make(chan []byte, 4096)
+		go func(i int) {
+			for {
+				m, err := sub.Next(ctx)
+				if err != nil {
+					return
+				}
+				subs[i] <- m.Data
+			}
+		}(i)
+	}
+	if !eventually(t, 30*time.Second, func() bool {
+		for _, g := range gossips {
+			if len(g.Peers(TopicUpdates)) < 3 {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatal("the mesh did not form")
+	}
+	privs := make([]crypto.PrivKey, n)
+	for i, h := range hosts {
+		privs[i] = h.Peerstore().PrivKey(h.ID())
+	}
+	const honestMsgs = 100
+	// Round by round, as trainers announce: every author once per height,
+	// the next height only once this one has spread (receivers Ignore
+	// heights they cannot check yet).
+	received := make([]int, n)
+	drain := func(want int) bool {
+		done := true
+		for i := range n - 1 {
+			for len(subs[i]) > 0 {
+				if _, err := UnmarshalAnnouncement(<-subs[i]); err != nil {
+					t.Fatalf("host %d received an invalid message", i)
+				}
+				received[i]++
+			}
+			done = done && received[i] >= want
+		}
+		return done
+	}
+	for k := 0; k < honestMsgs; {
+		current.Store(uint64(k/(n-1) + 1))
+		for from := 0; from < n-1 && k < honestMsgs; from, k = from+1, k+1 {
+			if err := gossips[from].Publish(ctx, TopicUpdates, announcement(t, privs[from], "test", current.Load(), k)); err != nil {
+				t.Fatal(err)
+			}
+			garbage := make([]byte, 200)
+			_, _ = rand.Read(garbage)
+			_ = gossips[attacker].Publish(ctx, TopicUpdates, garbage)
+		}
+		eventually(t, 10*time.Second, func() bool { return drain(k) })
+	}
+	total := 0
+	for i := range n - 1 {
+		total += received[i]
+	}
+	rate := float64(total) / float64((n-1)*honestMsgs)
+	t.Logf("honest delivery %.2f%%", 100*rate)
+	if rate < 0.99 {
+		t.Fatalf("honest delivery %.2f%% < 99%%", 100*rate)
+	}
+	bad := hosts[attacker].ID()
+	if !eventually(t, 30*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for i := range n - 1 {
+			if s, ok := scores[i][bad]; !ok || s >= GraylistThreshold {
+				return false
+			}
+		}
+		return true
+	}) {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("the attacker is not graylisted everywhere: %v", scores)
+	}
+}
+
+func TestAnnouncementPolicy(t *testing.T) {
+	priv, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	other, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	otherID, _ := peer.IDFromPrivateKey(other)
+	height := uint64(10)
+	p := &AnnouncementPolicy{Network: "net", Height: func() uint64 { return height }, Admit: func(id peer.ID) bool { return id != otherID }}
+	ctx := context.Background()
+	good := announcement(t, priv, "net", 10, 1)
+	tampered := append([]byte(nil), good...)
+	tampered[len(tampered)-5] ^= 1
+	tests := []struct {
+		name string
+		data []byte
+		want Verdict
+	}{
+		{"valid", good, Accept},
+		{"duplicate", good, Accept},
+		{"equivocation", announcement(t, priv, "net", 10, 2), Reject},
+		{"next height", announcement(t, priv, "net", 11, 1), Accept},
+		{"far future", announcement(t, priv, "net", 20, 1), Ignore},
+		{"old", announcement(t, priv, "net", 3, 1), Ignore},
+		{"other network", announcement(t, priv, "elsewhere", 10, 3), Reject},
+		{"not admitted", announcement(t, other, "net", 10, 1), Reject},
+		{"bad signature", tampered, Reject},
+		{"garbage", []byte{1, 2, 3}, Reject},
+		{"empty", nil, Reject},
+	}
+	for _, tc := range tests {
+		if got := p.Validate(ctx, "", tc.data); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func newStore() *storage.Store { return storage.NewStore(dssync.MutexWrap(ds.NewMapDatastore()), nil) }
+
+// A 10 MB checkpoint published by one host is fetched by ten others over
+// bitswap and verifies.
+func TestBitswapCheckpoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	mn, hosts := mockHosts(t, 11)
+	if err := mn.ConnectAllButSelf(); err != nil {
+		t.Fatal(err)
+	}
+	stores := make([]*storage.Store, len(hosts))
+	bsws := make([]interface{ Close() error }, len(hosts))
+	for i := range hosts {
+		stores[i] = newStore()
+	}
+	rng := mrand.New(mrand.NewPCG(1, 1))
+	params := make([]float32, 10<<20/4)
+	for i := range params {
+		params[i] = float32(rng.NormFloat64())
+	}
+	root, err := stores[0].PutCheckpoint(ctx, storage.Model{Arch: "bench", Layers: []storage.Layer{{Name: "w", Shape: []int{len(params)}}}, Params: params}, storage.CheckpointMeta{Height: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(hosts))
+	swaps := make([]*bitswap.Bitswap, len(hosts))
+	for i, h := range hosts {
+		swaps[i] = NewBitswap(ctx, h, nil, stores[i].Blockstore())
+		bsws[i] = swaps[i]
+	}
+	defer func() {
+		for _, b := range bsws {
+			b.Close()
+		}
+	}()
+	for i := 1; i < len(hosts); i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, errs[i] = FetchDAG(ctx, swaps[i], stores[i].Blockstore(), root, contentLinks)
+		}(i)
+	}
+	wg.Wait()
+	for i := 1; i < len(hosts); i++ {
+		if errs[i] != nil {
+			t.Fatalf("host %d: %v", i, errs[i])
+		}
+		_, m, err := stores[i].GetCheckpoint(ctx, root)
+		if err != nil || len(m.Params) != len(params) || m.Params[12345] != params[12345] {
+			t.Fatalf("host %d: fetched checkpoint does not verify: %v", i, err)
+		}
+	}
+}
+
+func contentLinks(c cid.Cid, data []byte) ([]cid.Cid, error) {
+	if c.Type() != cid.DagCBOR {
+		return nil, nil
+	}
+	obj, err := storage.Decode(data)
+	if err != nil {
+		return nil, err
+	}
+	content, _ := storage.Links(obj)
+	return content, nil
+}
