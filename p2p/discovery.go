@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/ipfs/go-cid"
+
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -86,3 +88,7 @@ func (n mdnsNotifee) HandlePeerFound(p peer.AddrInfo) {
 		_ = n.h.Connect(context.Background(), p) // best effort: a LAN peer that left
 	}
 }
+
+// Provide announces in the network's DHT that this peer serves c (a
+// committed checkpoint), so peers that are not connected to it can find it.
+func (d *Discovery) Provide(ctx context.Context, c cid.Cid) error { return d.DHT.Provide(ctx, c, true) }

@@ -101,6 +101,30 @@ func TestDHTDiscovery(t *testing.T) {
 			t.Fatalf("host %d found %d of %d peers", i, len(found), len(hosts)-1)
 		}
 	}
+	// A committed checkpoint provided in the DHT by one host is found and
+	// fetched by a host that is not connected to it.
+	src, dst := 7, 13
+	for _, c := range hosts[dst].Network().ConnsToPeer(hosts[src].ID()) {
+		c.Close()
+	}
+	srcStore, dstStore := newStore(), newStore()
+	root, err := srcStore.PutCheckpoint(ctx, storage.Model{Arch: "t", Layers: []storage.Layer{{Name: "w", Shape: []int{1000}}}, Params: make([]float32, 1000)}, storage.CheckpointMeta{Height: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcBS := NewBitswap(ctx, hosts[src], discs[src].DHT, srcStore.Blockstore())
+	defer srcBS.Close()
+	dstBS := NewBitswap(ctx, hosts[dst], discs[dst].DHT, dstStore.Blockstore())
+	defer dstBS.Close()
+	if err := discs[src].Provide(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := FetchDAG(ctx, dstBS, dstStore.Blockstore(), root, contentLinks); err != nil {
+		t.Fatalf("fetch through the DHT: %v", err)
+	}
+	if _, _, err := dstStore.GetCheckpoint(ctx, root); err != nil {
+		t.Fatal(err)
+	}
 	// The DHT speaks only the network's protocol, not the public IPFS one.
 	for _, p := range hosts[1].Mux().Protocols() {
 		if string(p) == "/ipfs/kad/1.0.0" {
