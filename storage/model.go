@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
+	"sync"
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
@@ -43,21 +45,29 @@ func (s *Store) putShards(ctx context.Context, tensors []shard.Tensor, values []
 	}
 	refs := make([]ShardRef, len(plan))
 	blks := make([]blocks.Block, len(plan))
-	for i, p := range parts {
+	// Encoding and hashing are independent per shard: spread them over the
+	// cores (each shard's result lands in its own slot, so the outcome does
+	// not depend on scheduling).
+	err = parallel(ctx, len(parts), func(i int) error {
+		p := parts[i]
 		k := max(1, int(topK*float64(len(p))))
 		b, err := shard.Encode(codec, p, k)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c, err := cidOf(cid.Raw, b)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		// c was computed from b just now: no second hash before storing.
 		if blks[i], err = blocks.NewBlockWithCid(b, c); err != nil {
-			return nil, err
+			return err
 		}
 		refs[i] = ShardRef{Tensor: plan[i].Tensor, Offset: plan[i].Offset, Len: plan[i].Len, Link: Link{c}}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	// One batch for all shards: one commit instead of one per shard.
 	if err := s.bs.PutMany(ctx, blks); err != nil {
@@ -78,16 +88,58 @@ func (s *Store) getShards(ctx context.Context, tensors []shard.Tensor, refs []Sh
 		return nil, err
 	}
 	out := make([]float32, total)
-	for i, r := range refs {
+	// Spans are disjoint (Place checked), so shards decode in parallel.
+	err = parallel(ctx, len(refs), func(i int) error {
+		r := refs[i]
 		b, err := s.Get(ctx, r.Link.Cid)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if _, err := shard.DecodeInto(out[starts[i]:starts[i]+r.Len], b); err != nil {
-			return nil, fmt.Errorf("shard %s: %w", r.Link, err)
+			return fmt.Errorf("shard %s: %w", r.Link, err)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// parallel runs f(0..n-1) on up to GOMAXPROCS goroutines and returns the
+// error of the lowest index that failed (deterministic whatever the order).
+func parallel(ctx context.Context, n int, f func(i int) error) error {
+	errs := make([]error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(n, runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				errs[i] = f(i)
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if ctx.Err() != nil {
+			errs[i] = ctx.Err()
+			continue
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return firstErr(errs)
+}
+
+func firstErr(errs []error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
 }
 
 // CheckpointMeta is what a checkpoint records besides the model.
