@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"encoding/json"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -136,15 +137,28 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// Metric is a float that may be NaN or infinite (a loss once an attack has
+// ruined the model); JSON has no such numbers, so it encodes them as null.
+type Metric float64
+
+// MarshalJSON writes null for NaN and ±Inf.
+func (m Metric) MarshalJSON() ([]byte, error) {
+	f := float64(m)
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(f)
+}
+
 // Round is what one round produced.
 type Round struct {
 	Round        int     `json:"round"`
 	Accuracy     float64 `json:"accuracy"`
-	Loss         float64 `json:"loss"`
-	TrainLoss    float64 `json:"train_loss"` // mean over honest contributors
+	Loss         Metric  `json:"loss"`
+	TrainLoss    Metric  `json:"train_loss"` // mean over honest contributors
 	Contributors int     `json:"contributors"`
 	Diverged     int     `json:"diverged"` // honest peers whose local training diverged
-	UpdateNorm   float64 `json:"aggregate_norm"`
+	UpdateNorm   Metric  `json:"aggregate_norm"`
 	Epsilon      float64 `json:"epsilon"` // largest ε spent by an honest peer
 	HeadCID      string  `json:"head_cid"`
 	HeadsAgree   bool    `json:"heads_agree"`
@@ -169,7 +183,7 @@ type Report struct {
 	ModelBytes        int     `json:"model_bytes"`
 	RoundsCommitted   int     `json:"rounds_committed"`
 	FinalAccuracy     float64 `json:"final_accuracy"`
-	FinalLoss         float64 `json:"final_loss"`
+	FinalLoss         Metric  `json:"final_loss"`
 	HeadsAgree        bool    `json:"heads_agree"`
 	HeadCID           string  `json:"head_cid"`
 	BytesPerPeerRound int64   `json:"bytes_received_per_peer_per_round"`
@@ -288,11 +302,11 @@ func Run(ctx context.Context, cfg Config, train, test *learner.Dataset, observe 
 			return rep, err
 		}
 		round.EvalSeconds = time.Since(t).Seconds()
-		round.Accuracy, round.Loss = ev.Accuracy, ev.Loss
+		round.Accuracy, round.Loss = ev.Accuracy, Metric(ev.Loss)
 		round.Seconds = round.TrainSeconds + round.AggSeconds + round.EvalSeconds
 		rep.Rounds = append(rep.Rounds, round)
 		rep.RoundsCommitted = r
-		rep.FinalAccuracy, rep.FinalLoss = ev.Accuracy, ev.Loss
+		rep.FinalAccuracy, rep.FinalLoss = ev.Accuracy, Metric(ev.Loss)
 		rep.HeadCID = round.HeadCID
 		rep.HeadsAgree = rep.HeadsAgree && round.HeadsAgree
 		rep.BytesPerPeerRound = max(rep.BytesPerPeerRound, round.BytesPerPeer)
@@ -433,7 +447,7 @@ func runRound(ctx context.Context, cfg Config, peers []*peer, global *learner.Mo
 	if len(honest) == 0 && round.Diverged == 0 {
 		return round, nil, fmt.Errorf("%w: no honest peer can contribute (privacy budgets exhausted?)", ErrConfig)
 	}
-	round.TrainLoss = lossSum / float64(max(len(honest), 1))
+	round.TrainLoss = Metric(lossSum / float64(max(len(honest), 1)))
 	n := len(honest) + cfg.Byzantine
 	var ups []learner.Update
 	for _, p := range peers {
@@ -483,7 +497,7 @@ func runRound(ctx context.Context, cfg Config, peers []*peer, global *learner.Mo
 			return round, nil, err
 		}
 		if next == nil {
-			next, nextCID, round.UpdateNorm = m, c, learner.L2Norm(agg)
+			next, nextCID, round.UpdateNorm = m, c, Metric(learner.L2Norm(agg))
 		} else if c != nextCID {
 			round.HeadsAgree = false
 		}

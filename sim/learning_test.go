@@ -2,6 +2,8 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
+	"math"
 	"errors"
 	"math/rand/v2"
 	"strings"
@@ -141,5 +143,17 @@ func TestRunDPSampleSpendsTarget(t *testing.T) {
 	}
 	if cfg.DP.Sigma != 0 {
 		t.Fatal("Run changed the caller's config")
+	}
+}
+
+func TestMetricJSON(t *testing.T) {
+	for _, tc := range []struct {
+		m    Metric
+		want string
+	}{{Metric(math.NaN()), "null"}, {Metric(math.Inf(1)), "null"}, {1.5, "1.5"}} {
+		b, err := json.Marshal(tc.m)
+		if err != nil || string(b) != tc.want {
+			t.Errorf("%v → %s, %v", float64(tc.m), b, err)
+		}
 	}
 }

@@ -253,14 +253,14 @@ func writeSimOutput(dir string, sum simSummary) error {
 	_ = w.Write([]string{"round", "accuracy", "loss", "train_loss", "contributors", "aggregate_norm", "epsilon", "head_cid",
 		"heads_agree", "bytes_received_per_peer", "train_seconds", "aggregate_seconds", "eval_seconds", "seconds"})
 	g := func(x float64) string {
-		if math.IsNaN(x) {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
 			return ""
 		}
 		return strconv.FormatFloat(x, 'g', 8, 64)
 	}
 	for _, r := range sum.Rounds {
-		_ = w.Write([]string{strconv.Itoa(r.Round), g(r.Accuracy), g(r.Loss), g(r.TrainLoss), strconv.Itoa(r.Contributors),
-			g(r.UpdateNorm), g(r.Epsilon), r.HeadCID, strconv.FormatBool(r.HeadsAgree), strconv.FormatInt(r.BytesPerPeer, 10),
+		_ = w.Write([]string{strconv.Itoa(r.Round), g(r.Accuracy), g(float64(r.Loss)), g(float64(r.TrainLoss)), strconv.Itoa(r.Contributors),
+			g(float64(r.UpdateNorm)), g(r.Epsilon), r.HeadCID, strconv.FormatBool(r.HeadsAgree), strconv.FormatInt(r.BytesPerPeer, 10),
 			g(r.TrainSeconds), g(r.AggSeconds), g(r.EvalSeconds), g(r.Seconds)})
 	}
 	w.Flush()
