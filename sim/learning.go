@@ -310,7 +310,7 @@ func Run(ctx context.Context, cfg Config, train, test *learner.Dataset, observe 
 		rep.HeadCID = round.HeadCID
 		rep.HeadsAgree = rep.HeadsAgree && round.HeadsAgree
 		rep.BytesPerPeerRound = max(rep.BytesPerPeerRound, round.BytesPerPeer)
-		rep.Epsilon = round.Epsilon
+		rep.Epsilon = max(rep.Epsilon, round.Epsilon)
 		if observe != nil {
 			observe(round)
 		}
