@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,11 +39,11 @@ func BenchmarkAnnounce50(b *testing.B) {
 			}
 		}
 	}
-	var height uint64 = 1
+	var height atomic.Uint64 // one announcement per height, so no author repeats one
 	gossips := make([]*Gossip, n)
 	arrivals := make(chan time.Time, n*1024)
 	for i, h := range hosts {
-		g, err := NewGossip(ctx, h, "bench", map[string]Validator{TopicUpdates: &AnnouncementPolicy{Network: "bench", Height: func() uint64 { return height }}})
+		g, err := NewGossip(ctx, h, "bench", map[string]Validator{TopicUpdates: &AnnouncementPolicy{Network: "bench", Height: height.Load}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -73,7 +74,8 @@ func BenchmarkAnnounce50(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		from := i % n
-		msg := announcement(b, keys[from], "bench", height, i)
+		height.Store(uint64(i + 1))
+		msg := announcement(b, keys[from], "bench", height.Load(), i)
 		start := time.Now()
 		if err := gossips[from].Publish(ctx, TopicUpdates, msg); err != nil {
 			b.Fatal(err)

@@ -65,11 +65,7 @@ func Encode(c Codec, values []float32, k int) ([]byte, error) {
 	b = binary.AppendUvarint(b, uint64(n))
 	switch c {
 	case Dense:
-		start := len(b)
-		b = b[:start+4*n]
-		for i, v := range values {
-			binary.LittleEndian.PutUint32(b[start+4*i:], math.Float32bits(v))
-		}
+		b = appendFloats(b, values)
 	case Int8:
 		scale, zero := int8Params(values)
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(scale))
@@ -188,9 +184,7 @@ func decode(b []byte, dst []float32) ([]float32, Header, error) {
 			return nil, h, fmt.Errorf("%w: dense shard of %d values has %d payload bytes", ErrCorrupt, h.Len, len(rest))
 		}
 		out := alloc()
-		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(rest[4*i:]))
-		}
+		readFloats(out, rest)
 		return out, h, nil
 	case Int8:
 		if len(rest) != 5+h.Len {

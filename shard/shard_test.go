@@ -262,3 +262,19 @@ func TestDecodeIntoAndPlace(t *testing.T) {
 		t.Fatalf("top-k into a dirty slice: %v %v", dst, err)
 	}
 }
+
+// TestFloatsPortable checks the fast (memory copy) and portable
+// (per-value) paths agree.
+func TestFloatsPortable(t *testing.T) {
+	v := randVec(1001, 9)
+	fast := appendFloats(nil, v)
+	saved := littleEndian
+	littleEndian = false
+	slow := appendFloats(nil, v)
+	back := make([]float32, len(v))
+	readFloats(back, fast)
+	littleEndian = saved
+	if !bytes.Equal(fast, slow) || !slices.Equal(back, v) {
+		t.Fatal("fast and portable float encodings differ")
+	}
+}

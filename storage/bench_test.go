@@ -99,7 +99,7 @@ func BenchmarkDedupe(b *testing.B) {
 		files := filepath.Join(dir, "files")
 		_ = os.MkdirAll(files, 0o755)
 		for h := range 100 {
-			for j := 196800; j < len(m.Params); j++ { // fc3.weight and fc3.bias
+			for j := 197200; j < len(m.Params); j++ { // fc3.weight and fc3.bias
 				m.Params[j] += float32(0.001 * rng.NormFloat64())
 			}
 			if _, err := s.PutCheckpoint(ctx, m, CheckpointMeta{Height: uint64(h)}); err != nil {

@@ -9,16 +9,15 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/boxo/datastore/dshelp"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	dsq "github.com/ipfs/go-datastore/query"
-	pebbleds "github.com/ipfs/go-ds-pebble"
+	leveldb "github.com/ipfs/go-ds-leveldb"
 	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/syndtr/goleveldb/leveldb/opt"
 )
 
 // Datastore namespaces next to boxo's /blocks.
@@ -28,8 +27,8 @@ var (
 )
 
 // Store is a peer's content-addressed object store: a boxo blockstore that
-// re-hashes every block it reads, on a pebble datastore under the peer's
-// home. It is safe for concurrent use (pebble and the blockstore are).
+// re-hashes every block it reads, on a LevelDB datastore under the peer's
+// home (doc.go says why LevelDB). It is safe for concurrent use (pebble and the blockstore are).
 type Store struct {
 	ds  ds.Batching
 	bs  blockstore.Blockstore
@@ -47,11 +46,11 @@ type options struct {
 // WithLogger sets where quarantines are reported (default: discarded).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 
-// WithSync makes every write durable (fsync of pebble's WAL) before it
-// returns. Off by default: a checkpoint is synced once, by Pin.
+// WithSync makes every write durable (fsync of the datastore's journal)
+// before it returns. Off by default: a checkpoint is synced once, by Pin.
 func WithSync(on bool) Option { return func(o *options) { o.sync = on } }
 
-// Open opens (creating if needed) the store in dir. Why pebble: see doc.go.
+// Open opens (creating if needed) the store in dir.
 func Open(dir string, opts ...Option) (*Store, error) {
 	o := options{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	for _, f := range opts {
@@ -60,26 +59,18 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
-	wo := pebble.NoSync
-	if o.sync {
-		wo = pebble.Sync
-	}
-	d, err := pebbleds.NewDatastore(filepath.Clean(dir), pebbleds.WithPebbleWriteOptions(wo), pebbleds.WithPebbleOpts(pebbleOptions()))
+	d, err := leveldb.NewDatastore(filepath.Clean(dir), &leveldb.Options{
+		// Shards are float32 that do not compress: compressing costs CPU on
+		// every write and read for nothing.
+		Compression: opt.NoCompression,
+		// A checkpoint is a few MB written at once: buffer a few of them.
+		WriteBuffer: 32 << 20,
+		NoSync:      !o.sync,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: opening %s: %w", dir, err)
 	}
 	return NewStore(d, o.log), nil
-}
-
-// pebbleOptions tunes pebble for what murmur stores: mostly 256 KiB shards
-// of float32, which do not compress (compressing them only costs CPU on
-// every flush and read), in runs of a few MB per checkpoint.
-func pebbleOptions() *pebble.Options {
-	o := &pebble.Options{MemTableSize: 64 << 20}
-	for i := range o.Levels {
-		o.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
-	}
-	return o
 }
 
 // NewStore wraps an already open datastore (tests, other backends).
