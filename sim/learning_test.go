@@ -3,8 +3,8 @@ package sim
 import (
 	"context"
 	"encoding/json"
-	"math"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
