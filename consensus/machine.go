@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"slices"
 )
@@ -307,10 +308,7 @@ func (m *Machine) Tick() {
 		}
 	}
 	slices.SortFunc(fired, func(a, b timerKey) int {
-		if a.round != b.round {
-			return int(a.round - b.round)
-		}
-		return int(a.step) - int(b.step)
+		return cmp.Or(cmp.Compare(a.round, b.round), cmp.Compare(a.step, b.step))
 	})
 	for _, k := range fired {
 		delete(m.timers, k)
@@ -342,10 +340,7 @@ func (m *Machine) rebroadcast() {
 		}
 	}
 	slices.SortFunc(keys, func(a, b signKey) int {
-		if a.round != b.round {
-			return int(a.round - b.round)
-		}
-		return int(a.step) - int(b.step)
+		return cmp.Or(cmp.Compare(a.round, b.round), cmp.Compare(a.step, b.step))
 	})
 	for _, k := range keys {
 		m.out.Send = append(m.out.Send, Envelope{Msg: m.signed[k]})
@@ -549,38 +544,11 @@ func (m *Machine) apply() bool {
 	}
 	p := m.proposals[r]
 	if m.step == StepPropose && p != nil {
-		if p.ValidRound == -1 {
-			switch m.verdict(p) {
-			case NotYet:
-			case Accept:
-				m.step = StepPrevote
-				if m.lockedRound == -1 || bytes.Equal(m.lockedValue, p.Value) {
-					m.vote(StepPrevote, HashOf(p.Value))
-				} else {
-					m.vote(StepPrevote, Hash{})
-				}
-				return true
-			default:
-				m.step = StepPrevote
-				m.vote(StepPrevote, Hash{})
-				return true
-			}
-		} else if m.votes(StepPrevote, p.ValidRound).quorumFor(HashOf(p.Value)) {
-			switch m.verdict(p) {
-			case NotYet:
-			case Accept:
-				m.step = StepPrevote
-				if m.lockedRound <= p.ValidRound || bytes.Equal(m.lockedValue, p.Value) {
-					m.vote(StepPrevote, HashOf(p.Value))
-				} else {
-					m.vote(StepPrevote, Hash{})
-				}
-				return true
-			default:
-				m.step = StepPrevote
-				m.vote(StepPrevote, Hash{})
-				return true
-			}
+		// A fresh proposal, or one carrying a proof of lock (2/3+ prevotes
+		// for its value in its valid round) that this validator has seen.
+		fresh := p.ValidRound == -1
+		if (fresh || m.votes(StepPrevote, p.ValidRound).quorumFor(HashOf(p.Value))) && m.prevoteOn(p, fresh) {
+			return true
 		}
 	}
 	pv := m.votes(StepPrevote, r)
@@ -612,6 +580,27 @@ func (m *Machine) apply() bool {
 		return true
 	}
 	return false
+}
+
+// prevoteOn prevotes for a proposal's value if the application accepts it
+// and the lock allows it (a fresh proposal needs no lock or the same value;
+// one with a proof of lock needs a lock no later than its valid round or
+// the same value), and nil if the application rejects it or the lock
+// forbids it. With NotYet it does nothing and reports false.
+func (m *Machine) prevoteOn(p *Proposal, fresh bool) bool {
+	verdict := m.verdict(p)
+	if verdict == NotYet {
+		return false
+	}
+	sameValue := bytes.Equal(m.lockedValue, p.Value)
+	lockOK := sameValue || (fresh && m.lockedRound == -1) || (!fresh && m.lockedRound <= p.ValidRound)
+	m.step = StepPrevote
+	if verdict == Accept && lockOK {
+		m.vote(StepPrevote, HashOf(p.Value))
+	} else {
+		m.vote(StepPrevote, Hash{})
+	}
+	return true
 }
 
 // laterRound finds the smallest round above the current one in which
