@@ -250,8 +250,12 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Encode(&c.Certificate.Precommits[0]))
 	f.Add(Encode(&Proposal{Height: 1, Round: 0, ValidRound: -1, Value: []byte("v"), Proposer: "v00"}))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		verdict := CheckGossip(net.cfg, net.ver, 1, b)
 		msg, err := Decode(b)
 		if err != nil {
+			if verdict != GossipReject {
+				t.Fatalf("undecodable payload judged %v", verdict)
+			}
 			return
 		}
 		again, err := Decode(Encode(msg))
@@ -389,4 +393,33 @@ func TestValidityVerdicts(t *testing.T) {
 			t.Fatalf("the value was not decided in round 0 once its data arrived: %d decided, %+v", len(net.nodes[0].decided), net.nodes[0].m.timers)
 		}
 	})
+}
+
+func TestCheckGossip(t *testing.T) {
+	net := newTestNet(t, 4, 2, nil)
+	net.run(2, 2000)
+	c := net.nodes[0].decided[1] // height 2
+	vote := c.Certificate.Precommits[0]
+	forged := vote
+	forged.Value = HashOf([]byte("other"))
+	tests := []struct {
+		name   string
+		data   []byte
+		height uint64
+		want   GossipVerdict
+	}{
+		{"vote at height", Encode(&vote), 2, GossipAccept},
+		{"vote for next height", Encode(&vote), 1, GossipAccept},
+		{"stale vote", Encode(&vote), 9, GossipIgnore},
+		{"future vote", Encode(&vote), 0, GossipIgnore},
+		{"forged vote", Encode(&forged), 2, GossipReject},
+		{"commit", Encode(&c), 2, GossipAccept},
+		{"garbage", []byte{1, 2, 3}, 2, GossipReject},
+		{"empty", nil, 2, GossipReject},
+	}
+	for _, tc := range tests {
+		if got := CheckGossip(net.cfg, net.ver, tc.height, tc.data); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
 }

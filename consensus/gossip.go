@@ -1,0 +1,55 @@
+package consensus
+
+// GossipVerdict is what the gossip layer should do with a consensus message
+// (the node maps it onto its transport's verdicts).
+type GossipVerdict int
+
+const (
+	GossipAccept GossipVerdict = iota // valid now: deliver and relay
+	GossipReject                      // malformed or wrongly signed: penalise the sender
+	GossipIgnore                      // well formed but not checkable or useful yet: drop quietly
+)
+
+// CheckGossip judges a consensus payload before it is relayed: it must
+// decode, come from a validator with a valid signature (a proposal from the
+// round's proposer), and be for a height the receiver at height can use
+// (the current one or the next; older ones are ignored, not punished: a
+// slow peer is not a Byzantine one). Commits are checked against their
+// certificate. It is pure; with a Verifier safe for concurrent use it may
+// run on the gossip validator's goroutines while the machine is stepped
+// elsewhere.
+func CheckGossip(cfg Config, ver Verifier, height uint64, data []byte) GossipVerdict {
+	msg, err := Decode(data)
+	if err != nil {
+		return GossipReject
+	}
+	var h uint64
+	switch v := msg.(type) {
+	case *Proposal:
+		h = v.Height
+	case *Vote:
+		h = v.Height
+	case *Commit:
+		h = v.Certificate.Height
+	}
+	if h+1 < height || h > height+1 {
+		return GossipIgnore
+	}
+	// A throwaway machine's checks are the machine's checks.
+	m := &Machine{cfg: cfg, ver: ver}
+	switch v := msg.(type) {
+	case *Proposal:
+		if m.checkProposal(v) != nil {
+			return GossipReject
+		}
+	case *Vote:
+		if m.checkVote(v) != nil {
+			return GossipReject
+		}
+	case *Commit:
+		if v.Certificate.Verify(cfg.Network, cfg.Validators, ver) != nil || HashOf(v.Value) != v.Certificate.Value {
+			return GossipReject
+		}
+	}
+	return GossipAccept
+}
