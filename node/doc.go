@@ -1,8 +1,31 @@
-// Package node is one peer's round pipeline (DESIGN.md §1): a deterministic
-// Step(event) core that decides what to train, store, announce, fetch,
-// propose, re-execute and vote on, and a thin Run(ctx) shell that carries its
-// effects out through small interfaces (Transport, Store, Trainer, Tracer)
+// Package node is one peer's round pipeline (DESIGN.md §1) as a
+// deterministic core: Core.Step(event) returns the effects to carry out, in
+// order, and owns no goroutine, clock, network or disk. A shell (Run, in a
+// later step of issue 5/6) feeds it events from gossip, the trainer, the
+// store and a ticker, and executes its effects through small interfaces
 // that p2p, storage and learner satisfy.
 //
-// Status: specified by issue 5/6 and not written yet; nothing imports it.
+// One height h, as the core sees it:
+//
+//  1. With head M_h committed, a trainer emits Train{h, M_h}; when the
+//     shell reports Trained (the update stored), it emits Announce.
+//  2. Announced updates for h are collected; each unknown one is fetched
+//     (Fetch, then Fetched).
+//  3. The consensus machine runs (package consensus). When this validator
+//     proposes and the collection window (CollectTicks) has closed, the
+//     core asks for the aggregate of the collected updates (Aggregate, then
+//     Aggregated) and proposes the block {height, base, sorted updates,
+//     rule, result}.
+//  4. Every validator judges a proposed block by re-executing it: it
+//     answers NotYet until it holds every listed update and has computed
+//     the aggregate of exactly those updates on the same base itself, then
+//     Accept only if its own result equals the block's. A proposer that
+//     lies about the result gets nil prevotes and the next round's proposer
+//     decides instead.
+//  5. On decision the core emits Commit{block, certificate}: the shell
+//     stores and pins the result and appends the ledger; the head moves to
+//     the block's result and height h+1 starts.
+//
+// Effects that must be durable before others (consensus records before
+// messages) come first in the returned slice; the shell runs them in order.
 package node
