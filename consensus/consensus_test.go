@@ -410,10 +410,12 @@ func TestCheckGossip(t *testing.T) {
 	}{
 		{"vote at height", Encode(&vote), 2, GossipAccept},
 		{"vote for next height", Encode(&vote), 1, GossipAccept},
-		{"stale vote", Encode(&vote), 9, GossipIgnore},
+		{"vote of a peer that is behind", Encode(&vote), 9, GossipAccept},
 		{"future vote", Encode(&vote), 0, GossipIgnore},
 		{"forged vote", Encode(&forged), 2, GossipReject},
 		{"commit", Encode(&c), 2, GossipAccept},
+		{"old commit (catch-up)", Encode(&c), 9, GossipAccept},
+		{"future commit (held for catch-up)", Encode(&c), 0, GossipAccept},
 		{"garbage", []byte{1, 2, 3}, 2, GossipReject},
 		{"empty", nil, 2, GossipReject},
 	}

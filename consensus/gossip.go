@@ -13,9 +13,11 @@ const (
 // CheckGossip judges a consensus payload before it is relayed: it must
 // decode, come from a validator with a valid signature (a proposal from the
 // round's proposer), and be for a height the receiver at height can use
-// (the current one or the next; older ones are ignored, not punished: a
-// slow peer is not a Byzantine one). Commits are checked against their
-// certificate. It is pure; with a Verifier safe for concurrent use it may
+// (any past one, the current one or the next). Past heights pass: a vote
+// from a validator that fell behind is how the others learn it needs their
+// commits. Commits of any height pass once their certificate verifies: they
+// are how a validator catches up, and gossip delivers a payload once, so a
+// commit ignored for being early would never come back. It is pure; with a Verifier safe for concurrent use it may
 // run on the gossip validator's goroutines while the machine is stepped
 // elsewhere.
 func CheckGossip(cfg Config, ver Verifier, height uint64, data []byte) GossipVerdict {
@@ -32,7 +34,7 @@ func CheckGossip(cfg Config, ver Verifier, height uint64, data []byte) GossipVer
 	case *Commit:
 		h = v.Certificate.Height
 	}
-	if h+1 < height || h > height+1 {
+	if _, isCommit := msg.(*Commit); h > height+1 && !isCommit {
 		return GossipIgnore
 	}
 	// A throwaway machine's checks are the machine's checks.

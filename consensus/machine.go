@@ -153,14 +153,19 @@ type Machine struct {
 	signed   map[signKey]Message // everything this validator signed
 	helped   map[string]uint64   // last height reported Behind for each validator
 	future   []Message           // messages for height+1, replayed on arrival there
+	ahead    map[uint64]Commit   // verified commits for later heights (catch-up), applied in order
 	evidence map[string]bool
 	ticks    int // since the last rebroadcast
 
 	out Ready
 }
 
-// maxFuture bounds the messages kept for the next height.
-const maxFuture = 4096
+// maxFuture bounds the messages kept for the next height; maxAhead the
+// commits kept for later heights while catching up.
+const (
+	maxFuture = 4096
+	maxAhead  = 64
+)
 
 // New makes a machine at height 1 (or, after Restore, where the log says).
 func New(cfg Config, signer Signer, ver Verifier, valid Validity) (*Machine, error) {
@@ -171,7 +176,7 @@ func New(cfg Config, signer Signer, ver Verifier, valid Validity) (*Machine, err
 		return nil, fmt.Errorf("%w: %q is not a validator", ErrConfig, signer.ID())
 	}
 	m := &Machine{cfg: cfg, me: signer.ID(), signer: signer, ver: ver, valid: valid,
-		signed: map[signKey]Message{}, helped: map[string]uint64{}, evidence: map[string]bool{}}
+		signed: map[signKey]Message{}, helped: map[string]uint64{}, evidence: map[string]bool{}, ahead: map[uint64]Commit{}}
 	m.resetHeight(1)
 	return m, nil
 }
@@ -387,8 +392,9 @@ func (m *Machine) Step(msg Message) error {
 			m.help(v.Validator, v.Height)
 		}
 	case *Commit:
-		if v.Certificate.Height != m.height {
-			return nil // the shell feeds commits in height order
+		h := v.Certificate.Height
+		if h < m.height || (h > m.height && (len(m.ahead) >= maxAhead || h > m.height+maxAhead)) {
+			return nil // already decided, or too far ahead to hold
 		}
 		if err := v.Certificate.Verify(m.cfg.Network, m.cfg.Validators, m.ver); err != nil {
 			return err
@@ -396,7 +402,11 @@ func (m *Machine) Step(msg Message) error {
 		if HashOf(v.Value) != v.Certificate.Value {
 			return fmt.Errorf("%w: commit value does not match its certificate", ErrInvalid)
 		}
-		m.decide(*v)
+		if h > m.height {
+			m.ahead[h] = *v // applied once the heights before it are decided
+		} else {
+			m.decide(*v)
+		}
 	default:
 		return fmt.Errorf("%w: unknown message %T", ErrInvalid, msg)
 	}
@@ -658,6 +668,13 @@ func (m *Machine) decide(c Commit) {
 		}
 	}
 	m.resetHeight(m.height + 1)
+	if next, ok := m.ahead[m.height]; ok {
+		// Catching up: the next height is already decided.
+		delete(m.ahead, m.height)
+		m.future = nil
+		m.decide(next)
+		return
+	}
 	m.startRound(0)
 	future := m.future
 	m.future = nil

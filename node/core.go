@@ -60,8 +60,9 @@ type (
 	ConsensusMsg struct{ Msg consensus.Message }
 	// Trained reports this peer's update for a height, stored.
 	Trained struct {
-		Height uint64
-		Update cid.Cid
+		Height  uint64
+		Update  cid.Cid
+		Samples uint64
 	}
 	// Fetched reports an update (and its shards) present locally.
 	Fetched struct{ Update cid.Cid }
@@ -83,8 +84,9 @@ type (
 	}
 	// Announce: publish this peer's update for Height.
 	Announce struct {
-		Height uint64
-		Update cid.Cid
+		Height  uint64
+		Update  cid.Cid
+		Samples uint64
 	}
 	// Fetch: get an update and its shards from the network.
 	Fetch struct{ Update cid.Cid }
@@ -110,6 +112,12 @@ type (
 	}
 	// Evidence: a validator equivocated.
 	Evidence struct{ Evidence consensus.Evidence }
+	// Behind: a validator is still at Height, already decided here; send it
+	// that height's commit from the ledger so it can catch up.
+	Behind struct {
+		Validator string
+		Height    uint64
+	}
 )
 
 type aggKey struct {
@@ -222,7 +230,7 @@ func (c *Core) Step(ev any) ([]any, error) {
 		if e.Height == c.height {
 			c.fetched[e.Update.KeyString()] = true
 			c.updates[c.cfg.Self] = e.Update
-			c.out = append(c.out, Announce{Height: e.Height, Update: e.Update})
+			c.out = append(c.out, Announce{Height: e.Height, Update: e.Update, Samples: e.Samples})
 		}
 	case Fetched:
 		c.fetched[e.Update.KeyString()] = true
@@ -346,6 +354,9 @@ func (c *Core) drain() {
 		}
 		for _, ev := range rd.Evidence {
 			c.out = append(c.out, Evidence{Evidence: ev})
+		}
+		for _, lag := range rd.Behind {
+			c.out = append(c.out, Behind{Validator: lag.Validator, Height: lag.Height})
 		}
 		if rd.NeedValue != nil {
 			hr := *rd.NeedValue

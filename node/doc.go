@@ -1,9 +1,10 @@
 // Package node is one peer's round pipeline (DESIGN.md §1) as a
 // deterministic core: Core.Step(event) returns the effects to carry out, in
-// order, and owns no goroutine, clock, network or disk. A shell (Run, in a
-// later step of issue 5/6) feeds it events from gossip, the trainer, the
-// store and a ticker, and executes its effects through small interfaces
-// that p2p, storage and learner satisfy.
+// order, and owns no goroutine, clock, network or disk. Shell.Run(ctx) feeds
+// it events from gossip, the trainer, the store and a ticker, and executes
+// its effects through small interfaces declared here (Network, Store,
+// Trainer, Log) that p2p, storage, learner and consensus/wal satisfy
+// through thin adapters where they are wired.
 //
 // One height h, as the core sees it:
 //
@@ -23,8 +24,13 @@
 //     lies about the result gets nil prevotes and the next round's proposer
 //     decides instead.
 //  5. On decision the core emits Commit{block, certificate}: the shell
-//     stores and pins the result and appends the ledger; the head moves to
-//     the block's result and height h+1 starts.
+//     appends the ledger, stores the block, fetches the result if it did
+//     not compute it (a peer catching up), pins it; the head moves to the
+//     block's result and height h+1 starts.
+//  6. A validator that is behind (its votes arrive for a height decided
+//     here) gets Behind: the shell broadcasts a run of commits from the
+//     ledger; the consensus machine applies them in order after checking
+//     their certificates, so it never adopts a head without one.
 //
 // Effects that must be durable before others (consensus records before
 // messages) come first in the returned slice; the shell runs them in order.
