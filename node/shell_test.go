@@ -29,31 +29,6 @@ import (
 	"github.com/murmur-ml/murmur/storage"
 )
 
-// keySigner signs as a libp2p peer (consensus and storage signers alike).
-type keySigner struct {
-	priv crypto.PrivKey
-	id   peer.ID
-}
-
-func (k keySigner) ID() string                      { return k.id.String() }
-func (k keySigner) Sign(msg []byte) ([]byte, error) { return k.priv.Sign(msg) }
-
-// peerVerifier checks a signature against the key inside a peer ID.
-type peerVerifier struct{}
-
-func (peerVerifier) Verify(id string, msg, sig []byte) bool {
-	p, err := peer.Decode(id)
-	if err != nil {
-		return false
-	}
-	pub, err := p.ExtractPublicKey()
-	if err != nil {
-		return false
-	}
-	ok, err := pub.Verify(msg, sig)
-	return err == nil && ok
-}
-
 // libp2pNet adapts p2p's gossip and bitswap to the shell's Network.
 type libp2pNet struct {
 	g     *p2p.Gossip
@@ -225,9 +200,12 @@ func runNetwork(t *testing.T, heights int, late int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		signer := keySigner{privs[i], hosts[i].ID()}
+		signer, err := p2p.NewKeySigner(privs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
 		core, err := New(Config{Network: "it", Self: signer.ID(), Validator: true, Trainer: true, Rule: learner.RuleMean,
-			CollectTicks: 5, Consensus: cc}, genesis, signer, peerVerifier{})
+			CollectTicks: 5, Consensus: cc}, genesis, signer, p2p.PeerVerifier{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,7 +215,7 @@ func runNetwork(t *testing.T, heights int, late int) {
 			p2p.TopicUpdates: &p2p.AnnouncementPolicy{Network: "it", Height: height.Load},
 			p2p.TopicConsensus: p2p.ValidatorFunc(func(_ context.Context, _ peer.ID, b []byte) p2p.Verdict {
 				return map[consensus.GossipVerdict]p2p.Verdict{consensus.GossipAccept: p2p.Accept,
-					consensus.GossipReject: p2p.Reject, consensus.GossipIgnore: p2p.Ignore}[consensus.CheckGossip(cc, peerVerifier{}, height.Load(), b)]
+					consensus.GossipReject: p2p.Reject, consensus.GossipIgnore: p2p.Ignore}[consensus.CheckGossip(cc, p2p.PeerVerifier{}, height.Load(), b)]
 			}),
 		}
 		g, err := p2p.NewGossip(ctx, hosts[i], "it", validators)
@@ -252,7 +230,7 @@ func runNetwork(t *testing.T, heights int, late int) {
 			t.Fatal(err)
 		}
 		defer w.Close()
-		led, err := ledger.Open(filepath.Join(dir, "ledger"), "it", vs, peerVerifier{})
+		led, err := ledger.Open(filepath.Join(dir, "ledger"), "it", vs, p2p.PeerVerifier{})
 		if err != nil {
 			t.Fatal(err)
 		}

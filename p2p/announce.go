@@ -65,12 +65,7 @@ func (a *Announcement) Sign(priv crypto.PrivKey) error {
 
 // Verify checks the signature against the key inside the author's peer ID.
 func (a *Announcement) Verify() error {
-	pub, err := a.Author.ExtractPublicKey()
-	if err != nil {
-		return fmt.Errorf("%w: author %s: %w", ErrAnnouncement, a.Author, err)
-	}
-	ok, err := pub.Verify(a.SignBytes(), a.Signature)
-	if err != nil || !ok {
+	if !(PeerVerifier{}).Verify(a.Author.String(), a.SignBytes(), a.Signature) {
 		return fmt.Errorf("%w: signature of %s does not verify", ErrAnnouncement, a.Author)
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/murmur-ml/murmur/p2p"
 	"github.com/murmur-ml/murmur/shard"
 	"github.com/murmur-ml/murmur/storage"
 )
@@ -255,23 +256,14 @@ func inspect(ctx context.Context, s *storage.Store, c cid.Cid) (*inspection, err
 // verifyUpdate checks the update's signature against the ed25519 key inside
 // its author's peer ID.
 func verifyUpdate(u *storage.Update) (bool, error) {
-	id, err := peer.Decode(u.Author)
-	if err != nil {
+	if _, err := peer.Decode(u.Author); err != nil {
 		return false, fmt.Errorf("author %q is not a peer ID: %w", u.Author, err)
-	}
-	pub, err := id.ExtractPublicKey()
-	if err != nil {
-		return false, fmt.Errorf("author %s: %w", u.Author, err)
 	}
 	msg, err := storage.SigningBytes(u)
 	if err != nil {
 		return false, err
 	}
-	ok, err := pub.Verify(msg, u.Signature)
-	if err != nil {
-		return false, err
-	}
-	if !ok {
+	if !(p2p.PeerVerifier{}).Verify(u.Author, msg, u.Signature) {
 		return false, errors.New("signature does not verify")
 	}
 	return true, nil

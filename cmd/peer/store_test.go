@@ -10,20 +10,12 @@ import (
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/murmur-ml/murmur/learner"
+	"github.com/murmur-ml/murmur/p2p"
 	"github.com/murmur-ml/murmur/shard"
 	"github.com/murmur-ml/murmur/storage"
 )
-
-type p2pSigner struct {
-	key crypto.PrivKey
-	id  peer.ID
-}
-
-func (s p2pSigner) ID() string                      { return s.id.String() }
-func (s p2pSigner) Sign(msg []byte) ([]byte, error) { return s.key.Sign(msg) }
 
 // TestInspectExportImport stores a checkpoint and a signed update in a home,
 // then inspects, exports and imports them through the CLI.
@@ -40,7 +32,7 @@ func TestInspectExportImport(t *testing.T) {
 		t.Fatal(err)
 	}
 	priv, _, _ := crypto.GenerateEd25519Key(nil)
-	id, _ := peer.IDFromPrivateKey(priv)
+	signer, _ := p2p.NewKeySigner(priv)
 	layers := make([]storage.Layer, len(m.Arch.Layers))
 	for i, l := range m.Arch.Layers {
 		layers[i] = storage.Layer{Name: l.Name, Shape: l.Shape}
@@ -49,7 +41,7 @@ func TestInspectExportImport(t *testing.T) {
 	delta[5] = 3
 	delta[199209] = 4
 	up, err := s.PutUpdate(ctx, storage.UpdateInput{Network: "t", Height: 1, Base: ck, Layers: layers, Delta: delta,
-		Samples: 10, Codec: shard.TopK, TopK: 0.01}, p2pSigner{priv, id})
+		Samples: 10, Codec: shard.TopK, TopK: 0.01}, signer)
 	s.Close()
 	if err != nil {
 		t.Fatal(err)
