@@ -16,6 +16,11 @@ func appendFloats(b []byte, v []float32) []byte {
 	if littleEndian && len(v) > 0 {
 		return append(b, unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))...)
 	}
+	return appendFloatsPortable(b, v)
+}
+
+// appendFloatsPortable is appendFloats for any byte order.
+func appendFloatsPortable(b []byte, v []float32) []byte {
 	for _, x := range v {
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
 	}
@@ -28,6 +33,11 @@ func readFloats(dst []float32, src []byte) {
 		copy(unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), 4*len(dst)), src)
 		return
 	}
+	readFloatsPortable(dst, src)
+}
+
+// readFloatsPortable is readFloats for any byte order.
+func readFloatsPortable(dst []float32, src []byte) {
 	for i := range dst {
 		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
 	}

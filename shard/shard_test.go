@@ -268,13 +268,11 @@ func TestDecodeIntoAndPlace(t *testing.T) {
 func TestFloatsPortable(t *testing.T) {
 	v := randVec(1001, 9)
 	fast := appendFloats(nil, v)
-	saved := littleEndian
-	littleEndian = false
-	slow := appendFloats(nil, v)
-	back := make([]float32, len(v))
+	slow := appendFloatsPortable(nil, v)
+	back, backSlow := make([]float32, len(v)), make([]float32, len(v))
 	readFloats(back, fast)
-	littleEndian = saved
-	if !bytes.Equal(fast, slow) || !slices.Equal(back, v) {
+	readFloatsPortable(backSlow, fast)
+	if !bytes.Equal(fast, slow) || !slices.Equal(back, v) || !slices.Equal(backSlow, v) {
 		t.Fatal("fast and portable float encodings differ")
 	}
 }

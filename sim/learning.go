@@ -3,8 +3,6 @@ package sim
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/base32"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -14,13 +12,13 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
+	mh "github.com/multiformats/go-multihash"
 
 	"github.com/murmur-ml/murmur/learner"
 	"github.com/murmur-ml/murmur/storage"
@@ -538,8 +536,9 @@ func float32Bytes(params []float32) []byte {
 }
 
 func rawCID(buf []byte) string {
-	sum := sha256.Sum256(buf)
-	// <version=1><codec=raw 0x55><multihash: sha2-256 0x12, length 0x20, digest>
-	raw := append([]byte{0x01, 0x55, 0x12, 0x20}, sum[:]...)
-	return "b" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw))
+	h, err := mh.Sum(buf, mh.SHA2_256, -1)
+	if err != nil {
+		panic("sim: sha2-256 multihash: " + err.Error()) // a fixed, registered hash
+	}
+	return cid.NewCidV1(cid.Raw, h).String()
 }

@@ -3,8 +3,10 @@ package storage
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io/fs"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -77,8 +79,13 @@ func BenchmarkCheckpoint(b *testing.B) {
 	}
 }
 
+// float32Bytes is the little-endian encoding of a vector (a dense shard's
+// payload): what sha256 and the one-file-per-checkpoint baseline see.
 func float32Bytes(p []float32) []byte {
-	b, _ := shardBytes(p)
+	b := make([]byte, 4*len(p))
+	for i, v := range p {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
 	return b
 }
 

@@ -3,9 +3,7 @@ package storage
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
-	"math"
 	"runtime"
 	"slices"
 	"sync"
@@ -266,14 +264,4 @@ func SortLinks(cs []cid.Cid) []Link {
 	}
 	slices.SortFunc(out, func(a, b Link) int { return bytes.Compare(a.Bytes(), b.Bytes()) })
 	return out
-}
-
-// shardBytes is the little-endian float32 encoding of a vector (what a
-// dense shard's payload holds).
-func shardBytes(p []float32) ([]byte, error) {
-	b := make([]byte, 4*len(p))
-	for i, v := range p {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
-	}
-	return b, nil
 }
