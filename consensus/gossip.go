@@ -37,15 +37,14 @@ func CheckGossip(cfg Config, ver Verifier, height uint64, data []byte) GossipVer
 	if _, isCommit := msg.(*Commit); h > height+1 && !isCommit {
 		return GossipIgnore
 	}
-	// A throwaway machine's checks are the machine's checks.
-	m := &Machine{cfg: cfg, ver: ver}
+	// The machine's own checks.
 	switch v := msg.(type) {
 	case *Proposal:
-		if m.checkProposal(v) != nil {
+		if checkProposal(cfg, ver, v) != nil {
 			return GossipReject
 		}
 	case *Vote:
-		if m.checkVote(v) != nil {
+		if checkVote(cfg, ver, v) != nil {
 			return GossipReject
 		}
 	case *Commit:

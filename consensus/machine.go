@@ -365,7 +365,7 @@ func (m *Machine) Recheck() { m.process() }
 func (m *Machine) Step(msg Message) error {
 	switch v := msg.(type) {
 	case *Proposal:
-		if err := m.checkProposal(v); err != nil {
+		if err := checkProposal(m.cfg, m.ver, v); err != nil {
 			return err
 		}
 		switch {
@@ -380,7 +380,7 @@ func (m *Machine) Step(msg Message) error {
 		if m.known(v) {
 			return nil // a duplicate: already verified and counted
 		}
-		if err := m.checkVote(v); err != nil {
+		if err := checkVote(m.cfg, m.ver, v); err != nil {
 			return err
 		}
 		switch {
@@ -435,31 +435,34 @@ func (m *Machine) known(v *Vote) bool {
 	return false
 }
 
-func (m *Machine) checkProposal(p *Proposal) error {
+// checkProposal is everything a proposal must satisfy before it counts:
+// bounds, the round's proposer, a valid signature.
+func checkProposal(cfg Config, ver Verifier, p *Proposal) error {
 	switch {
 	case p.Round < 0 || p.ValidRound < -1 || p.ValidRound >= p.Round:
 		return fmt.Errorf("%w: proposal round %d valid round %d", ErrInvalid, p.Round, p.ValidRound)
-	case len(p.Value) == 0 || len(p.Value) > m.cfg.MaxValueBytes:
+	case len(p.Value) == 0 || len(p.Value) > cfg.MaxValueBytes:
 		return fmt.Errorf("%w: proposal value of %d bytes", ErrInvalid, len(p.Value))
 	case p.Height == 0:
 		return fmt.Errorf("%w: proposal for height 0", ErrInvalid)
-	case m.cfg.Validators.Proposer(p.Height, p.Round) != p.Proposer:
+	case cfg.Validators.Proposer(p.Height, p.Round) != p.Proposer:
 		return fmt.Errorf("%w: %q is not the proposer of %d/%d", ErrInvalid, p.Proposer, p.Height, p.Round)
-	case !m.ver.Verify(p.Proposer, p.SignBytes(m.cfg.Network), p.Signature):
+	case !ver.Verify(p.Proposer, p.SignBytes(cfg.Network), p.Signature):
 		return fmt.Errorf("%w: bad proposal signature from %s", ErrInvalid, p.Proposer)
 	}
 	return nil
 }
 
-func (m *Machine) checkVote(v *Vote) error {
+// checkVote is everything a vote must satisfy before it counts.
+func checkVote(cfg Config, ver Verifier, v *Vote) error {
 	switch {
 	case v.Type != StepPrevote && v.Type != StepPrecommit:
 		return fmt.Errorf("%w: vote type %d", ErrInvalid, v.Type)
 	case v.Round < 0 || v.Height == 0:
 		return fmt.Errorf("%w: vote for %d/%d", ErrInvalid, v.Height, v.Round)
-	case m.cfg.Validators.Power(v.Validator) == 0:
+	case cfg.Validators.Power(v.Validator) == 0:
 		return fmt.Errorf("%w: %q is not a validator", ErrInvalid, v.Validator)
-	case !m.ver.Verify(v.Validator, v.SignBytes(m.cfg.Network), v.Signature):
+	case !ver.Verify(v.Validator, v.SignBytes(cfg.Network), v.Signature):
 		return fmt.Errorf("%w: bad vote signature from %s", ErrInvalid, v.Validator)
 	}
 	return nil
