@@ -24,7 +24,13 @@ type Config struct {
 	Validator, Trainer bool
 	Rule               string // aggregation rule recorded in blocks
 	CollectTicks       int    // ticks after a height starts before proposing
-	Consensus          consensus.Config
+	// ExpectedUpdates, if > 0, lets the proposer propose before the window
+	// closes once this many updates are collected (a closed set of trainers
+	// all of which delivered).
+	ExpectedUpdates int
+	// Consensus is the consensus setting; a peer that does not vote still
+	// needs its network and validator set to check commit certificates.
+	Consensus consensus.Config
 }
 
 // Validate reports the first unusable field.
@@ -32,17 +38,12 @@ func (c Config) Validate() error {
 	switch {
 	case c.Self == "":
 		return fmt.Errorf("%w: no peer ID", ErrConfig)
-	case !c.Validator && !c.Trainer:
-		return fmt.Errorf("%w: %s is neither validator nor trainer", ErrConfig, c.Self)
 	case c.Rule == "":
 		return fmt.Errorf("%w: no aggregation rule", ErrConfig)
-	case c.CollectTicks < 0:
-		return fmt.Errorf("%w: collection window %d", ErrConfig, c.CollectTicks)
+	case c.CollectTicks < 0 || c.ExpectedUpdates < 0:
+		return fmt.Errorf("%w: collection window %d, expected updates %d", ErrConfig, c.CollectTicks, c.ExpectedUpdates)
 	}
-	if c.Validator {
-		return c.Consensus.Validate()
-	}
-	return nil
+	return c.Consensus.Validate()
 }
 
 // Events.
@@ -66,6 +67,9 @@ type (
 	}
 	// Fetched reports an update (and its shards) present locally.
 	Fetched struct{ Update cid.Cid }
+	// Committed is a certified commit heard outside the consensus round (the
+	// heads topic, or a run of commits fetched to catch up).
+	Committed struct{ Commit consensus.Commit }
 	// Aggregated reports the result of aggregating Updates on Base.
 	Aggregated struct {
 		Height  uint64
@@ -112,6 +116,9 @@ type (
 	}
 	// Evidence: a validator equivocated.
 	Evidence struct{ Evidence consensus.Evidence }
+	// Sync: commits from Height on exist but are not here: fetch a run of
+	// them from a peer and feed them back as Committed, in order.
+	Sync struct{ Height uint64 }
 	// Behind: a validator is still at Height, already decided here; send it
 	// that height's commit from the ledger so it can catch up.
 	Behind struct {
@@ -148,8 +155,18 @@ type Core struct {
 	results map[aggKey]cid.Cid // aggregates computed here
 	asked   map[aggKey]bool
 	propose *consensus.HeightRound // the machine asked for a value
+	ver     consensus.Verifier
+	ahead   map[uint64]consensus.Commit // verified commits for later heights (a peer that does not vote)
+	synced  int                         // ticks since the last Sync
 	out     []any
 }
+
+// maxAhead bounds the commits a non-voting peer holds for later heights;
+// syncTicks is how long it waits for a Sync to answer before asking again.
+const (
+	maxAhead  = 64
+	syncTicks = 20
+)
 
 // New makes a core at height 1 on the genesis model.
 func New(cfg Config, genesis cid.Cid, signer consensus.Signer, ver consensus.Verifier) (*Core, error) {
@@ -157,7 +174,8 @@ func New(cfg Config, genesis cid.Cid, signer consensus.Signer, ver consensus.Ver
 		return nil, err
 	}
 	c := &Core{cfg: cfg, height: 1, head: genesis, fetched: map[string]bool{}, pending: map[string]bool{},
-		results: map[aggKey]cid.Cid{}, asked: map[aggKey]bool{}, updates: map[string]cid.Cid{}, next: map[string]cid.Cid{}}
+		results: map[aggKey]cid.Cid{}, asked: map[aggKey]bool{}, updates: map[string]cid.Cid{}, next: map[string]cid.Cid{},
+		ver: ver, ahead: map[uint64]consensus.Commit{}, synced: syncTicks}
 	if cfg.Validator {
 		m, err := consensus.New(cfg.Consensus, signer, ver, c.validity)
 		if err != nil {
@@ -175,8 +193,39 @@ func (c *Core) Height() uint64 { return c.height }
 // Head is the committed model.
 func (c *Core) Head() cid.Cid { return c.head }
 
-// Start begins height 1 (after any consensus restore).
+// ErrRestore reports a log and ledger that do not agree.
+var ErrRestore = errors.New("node: restore")
+
+// Restore puts a core that has not started where a previous run left off:
+// committed heights decided with head as the last result, and the
+// consensus machine rebuilt from its write-ahead log (which must end at the
+// same height: the shell repairs the ledger from the log first).
+func (c *Core) Restore(committed uint64, head cid.Cid, records []consensus.Record) error {
+	c.height, c.head = committed+1, head
+	if c.m == nil {
+		return nil
+	}
+	if err := c.m.Restore(records); err != nil {
+		return fmt.Errorf("%w: %w", ErrRestore, err)
+	}
+	if c.m.Height() != c.height {
+		return fmt.Errorf("%w: the log is at height %d, the ledger at %d", ErrRestore, c.m.Height(), c.height)
+	}
+	return nil
+}
+
+// Round is the consensus round at the current height (0 for a peer that
+// does not vote).
+func (c *Core) Round() int32 {
+	if c.m == nil {
+		return 0
+	}
+	return max(c.m.Round(), 0)
+}
+
+// Start begins the current height (after any Restore).
 func (c *Core) Start() []any {
+	c.sync() // peers may be ahead of what this peer stored
 	c.startHeight()
 	if c.m != nil {
 		c.m.Start()
@@ -209,9 +258,12 @@ func (c *Core) Step(ev any) ([]any, error) {
 	switch e := ev.(type) {
 	case Tick:
 		c.ticks++
+		c.synced++
 		if c.m != nil {
 			c.m.Tick()
 		}
+	case Committed:
+		err = c.committed(e.Commit)
 	case Announced:
 		// The gossip validator already refused a second update by one
 		// author for one height; the first one stands.
@@ -272,15 +324,64 @@ func (c *Core) collected() []cid.Cid {
 	return slices.CompactFunc(out, func(a, b cid.Cid) bool { return a.Equals(b) })
 }
 
+// committed takes a certified commit from outside the round. A validator's
+// machine checks and orders it (it holds commits for later heights); a peer
+// that does not vote checks the certificate here, holds it until the
+// heights before it are decided, and asks for the missing ones.
+func (c *Core) committed(cm consensus.Commit) error {
+	h := cm.Certificate.Height
+	if c.m != nil {
+		if h > c.height {
+			c.sync()
+		}
+		return c.m.Step(&cm)
+	}
+	if h < c.height || h > c.height+maxAhead || len(c.ahead) >= maxAhead {
+		return nil
+	}
+	if err := cm.Certificate.Verify(c.cfg.Network, c.cfg.Consensus.Validators, c.ver); err != nil {
+		return err
+	}
+	if consensus.HashOf(cm.Value) != cm.Certificate.Value {
+		return fmt.Errorf("%w: commit value does not match its certificate", consensus.ErrInvalid)
+	}
+	c.ahead[h] = cm
+	for {
+		next, ok := c.ahead[c.height]
+		if !ok {
+			break
+		}
+		delete(c.ahead, c.height)
+		c.commit(next)
+	}
+	if len(c.ahead) > 0 {
+		c.sync()
+	}
+	return nil
+}
+
+// sync asks for the commits from the current height on, at most once per
+// syncTicks.
+func (c *Core) sync() {
+	if c.synced >= syncTicks {
+		c.synced = 0
+		c.out = append(c.out, Sync{Height: c.height})
+	}
+}
+
 // maybePropose answers the machine's request for a value once the window
-// has closed and the aggregate of the collected updates is known.
+// has closed (or every expected update is in) and the aggregate of the
+// collected updates is known.
 func (c *Core) maybePropose() {
-	if c.propose == nil || c.ticks < c.cfg.CollectTicks {
+	if c.propose == nil {
 		return
 	}
 	ups := c.collected()
 	if len(ups) == 0 {
 		return // nothing to aggregate yet: wait (the round may time out)
+	}
+	if c.ticks < c.cfg.CollectTicks && (c.cfg.ExpectedUpdates == 0 || len(ups) < c.cfg.ExpectedUpdates) {
+		return
 	}
 	k := keyOf(c.head, ups)
 	res, ok := c.results[k]
@@ -358,13 +459,15 @@ func (c *Core) drain() {
 		for _, lag := range rd.Behind {
 			c.out = append(c.out, Behind{Validator: lag.Validator, Height: lag.Height})
 		}
+		// Decisions first: committing starts the next height, and a request
+		// for a value in the same Ready is for that next height.
+		for _, d := range rd.Decided {
+			c.commit(d)
+		}
 		if rd.NeedValue != nil {
 			hr := *rd.NeedValue
 			c.propose = &hr
 			c.maybePropose()
-		}
-		for _, d := range rd.Decided {
-			c.commit(d)
 		}
 	}
 }
@@ -372,8 +475,11 @@ func (c *Core) drain() {
 func (c *Core) commit(d consensus.Commit) {
 	obj, err := storage.Decode(d.Value)
 	blk, ok := obj.(*storage.Block)
-	if err != nil || !ok {
-		panic("node: a decided value is not a block (validity accepted it): " + fmt.Sprint(err))
+	if err != nil || !ok || blk.Height != d.Certificate.Height || !blk.Base.Equals(c.head) {
+		// Honest validators accept only blocks that decode and build on the
+		// head; a certificate on anything else means more than a third of
+		// the voting power is Byzantine, which the protocol cannot survive.
+		panic(fmt.Sprintf("node: certified value at %d is not a block on head %s: %v", d.Certificate.Height, c.head, err))
 	}
 	c.out = append(c.out, Commit{Height: blk.Height, Block: blk, BlockBytes: d.Value, Certificate: d.Certificate})
 	c.head = blk.Result.Cid
@@ -386,3 +492,9 @@ func (c *Core) commit(d consensus.Commit) {
 	clear(c.asked)
 	c.startHeight()
 }
+
+// IsValidator reports whether this peer votes.
+func (c *Core) IsValidator() bool { return c.cfg.Validator }
+
+// IsTrainer reports whether this peer contributes updates.
+func (c *Core) IsTrainer() bool { return c.cfg.Trainer }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -29,6 +31,12 @@ type Network interface {
 	Consensus(ctx context.Context) (<-chan []byte, error)
 	// Fetch brings root and its content into the local store.
 	Fetch(ctx context.Context, root cid.Cid) error
+	// PublishHead publishes a commit (encoded) on the heads topic; Heads
+	// delivers the validated ones.
+	PublishHead(ctx context.Context, commit []byte) error
+	Heads(ctx context.Context) (<-chan []byte, error)
+	// FetchCommits asks peers for the commits from height on (encoded).
+	FetchCommits(ctx context.Context, from uint64) ([][]byte, error)
 }
 
 // Store is what the shell needs from storage (storage.Store satisfies it).
@@ -39,6 +47,7 @@ type Store interface {
 	GetUpdate(ctx context.Context, c cid.Cid, layers []storage.Layer) (*storage.Update, []float32, error)
 	PutObject(ctx context.Context, obj any) (cid.Cid, error)
 	Pin(ctx context.Context, c cid.Cid, height uint64) error
+	Has(ctx context.Context, c cid.Cid) (bool, error)
 }
 
 // Trainer trains a copy of the model from base params and returns the
@@ -56,6 +65,18 @@ type Log interface {
 // catchUpBatch is how many consecutive commits answer one Behind.
 const catchUpBatch = 16
 
+// Privacy is a trainer's update-level differential privacy: every update is
+// clipped and noised, and the trainer stops contributing once the next
+// update would take its ε past the budget.
+type Privacy struct {
+	DP     learner.DPConfig
+	Budget *learner.Budget
+	Noise  *rand.Rand // a CSPRNG (learner.NewNoiseRand)
+	// Spent, if set, is told the number of updates released so far, before
+	// the update is stored, so a restarted peer does not forget them.
+	Spent func(released int) error
+}
+
 // Shell runs a Core: it owns the core (one goroutine), turns the network,
 // a ticker and finished work into events, and carries out effects.
 type Shell struct {
@@ -69,10 +90,25 @@ type Shell struct {
 	Agg     learner.AggConfig
 	Codec   shard.Codec // how updates are encoded (default dense)
 	TopK    float64     // kept fraction with the top-k codec
+	Privacy *Privacy    // nil: updates are not privatised
 	Tick    time.Duration
-	Log     *slog.Logger
-	// OnCommit, if set, is told of every commit (after it is stored).
-	OnCommit func(Commit)
+	// HeadTicks is how often a validator republishes its latest commit on
+	// the heads topic (0: only when it commits).
+	HeadTicks int
+	Log       *slog.Logger
+	// OnCommit, if set, is told of every commit (after it is stored); OnStep
+	// after every event, on the shell's goroutine (to read the core).
+	OnCommit   func(Commit)
+	OnStep     func(*Core)
+	OnEvidence func(consensus.Evidence)
+
+	wg        sync.WaitGroup // background work, waited for before Run returns
+
+	trainMu   sync.Mutex     // one training at a time; guards residual
+	residual  shard.Residual // top-k error feedback
+	released  int            // updates released under Privacy
+	exhausted bool
+	lastHead  []byte // the latest commit, encoded, for republishing
 }
 
 // Run drives the core until ctx ends. Blocking work (training, fetching,
@@ -80,6 +116,9 @@ type Shell struct {
 // core itself is touched by this goroutine only.
 func (s *Shell) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
+	// Background work ends with ctx; wait for it so the caller can close
+	// the store under no writer.
+	defer s.wg.Wait()
 	defer cancel()
 	anns, err := s.Net.Announcements(ctx)
 	if err != nil {
@@ -89,6 +128,11 @@ func (s *Shell) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	heads, err := s.Net.Heads(ctx)
+	if err != nil {
+		return err
+	}
+	ticks := 0
 	done := make(chan any, 64) // results of background work
 	ticker := time.NewTicker(s.Tick)
 	defer ticker.Stop()
@@ -102,6 +146,17 @@ func (s *Shell) Run(ctx context.Context) error {
 			return nil
 		case <-ticker.C:
 			ev = Tick{}
+			ticks++
+			if s.HeadTicks > 0 && ticks%s.HeadTicks == 0 && s.lastHead != nil && s.Core.cfg.Validator {
+				s.publishHead(ctx, s.lastHead)
+			}
+		case b := <-heads:
+			msg, err := consensus.Decode(b)
+			cm, ok := msg.(*consensus.Commit)
+			if err != nil || !ok {
+				continue // the gossip validator should have refused it
+			}
+			ev = Committed{Commit: *cm}
 		case a := <-anns:
 			ev = a
 		case b := <-cons:
@@ -119,7 +174,13 @@ func (s *Shell) Run(ctx context.Context) error {
 		if err != nil && !errors.Is(err, consensus.ErrInvalid) {
 			return err
 		}
+		if s.OnStep != nil {
+			s.OnStep(s.Core)
+		}
 		if err := s.apply(ctx, effects, done); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopping: the effect was cut short, and is redone after a restart
+			}
 			return err
 		}
 	}
@@ -147,23 +208,45 @@ func (s *Shell) apply(ctx context.Context, effects []any, done chan<- any) error
 				}
 			}
 		case Train:
-			if s.Trainer != nil {
-				go s.train(ctx, f, done)
+			if s.Trainer == nil || s.exhausted {
+				break
 			}
+			var dp *privateRun
+			if p := s.Privacy; p != nil {
+				if !p.Budget.CanSpend(p.DP.Sigma, 1, 1) {
+					s.exhausted = true
+					s.Log.Warn("privacy budget spent: this peer stops contributing updates",
+						"epsilon_spent", p.Budget.Spent(), "epsilon_budget", p.Budget.Epsilon, "updates", s.released)
+					break
+				}
+				// Account before the update can leave: a crash after
+				// releasing must not forget it.
+				if err := p.Budget.Spend(p.DP.Sigma, 1, 1); err != nil {
+					return fmt.Errorf("node: privacy budget: %w", err)
+				}
+				s.released++
+				if p.Spent != nil {
+					if err := p.Spent(s.released); err != nil {
+						return fmt.Errorf("node: recording privacy spend: %w", err)
+					}
+				}
+				dp = &privateRun{cfg: p.DP, epsilon: p.Budget.Spent(), noise: rand.New(rand.NewChaCha8(seedFrom(p.Noise)))}
+			}
+			s.spawn(func() { s.train(ctx, f, dp, done) })
 		case Announce:
 			if err := s.Net.Announce(ctx, f.Height, f.Update, f.Samples); err != nil && ctx.Err() == nil {
 				s.Log.Warn("announce failed", "err", err)
 			}
 		case Fetch:
-			go func() {
+			s.spawn(func() {
 				if err := s.Net.Fetch(ctx, f.Update); err != nil {
 					s.Log.Debug("fetch failed", "update", f.Update, "err", err)
 					return // asked again if a block needs it
 				}
 				send(ctx, done, Fetched{Update: f.Update})
-			}()
+			})
 		case Aggregate:
-			go s.aggregate(ctx, f, done)
+			s.spawn(func() { s.aggregate(ctx, f, done) })
 		case Commit:
 			if err := s.Ledger.Append(consensus.Commit{Value: f.BlockBytes, Certificate: f.Certificate}); err != nil {
 				return fmt.Errorf("node: ledger: %w", err)
@@ -172,16 +255,26 @@ func (s *Shell) apply(ctx context.Context, effects []any, done chan<- any) error
 				return fmt.Errorf("node: storing block %d: %w", f.Height, err)
 			}
 			// A peer that caught up from a commit did not compute the
-			// result itself: fetch it (a no-op when it is local).
-			if err := s.Net.Fetch(ctx, f.Block.Result.Cid); err != nil {
-				return fmt.Errorf("node: fetching the result of %d: %w", f.Height, err)
+			// result itself: fetch it in the background (training on it
+			// fetches it too, whichever comes first) and pin it once here.
+			if ok, err := s.Store.Has(ctx, f.Block.Result.Cid); err != nil {
+				return fmt.Errorf("node: store: %w", err)
+			} else if ok {
+				if err := s.Store.Pin(ctx, f.Block.Result.Cid, f.Height); err != nil {
+					return fmt.Errorf("node: pinning result of %d: %w", f.Height, err)
+				}
+			} else {
+				s.spawn(func() { s.fetchAndPin(ctx, f.Block.Result.Cid, f.Height) })
 			}
-			if err := s.Store.Pin(ctx, f.Block.Result.Cid, f.Height); err != nil {
-				return fmt.Errorf("node: pinning result of %d: %w", f.Height, err)
+			s.lastHead = consensus.Encode(&consensus.Commit{Value: f.BlockBytes, Certificate: f.Certificate})
+			if s.Core.cfg.Validator {
+				s.publishHead(ctx, s.lastHead)
 			}
 			if s.OnCommit != nil {
 				s.OnCommit(f)
 			}
+		case Sync:
+			s.spawn(func() { s.sync(ctx, f.Height, done) })
 		case Behind:
 			// Send a run of commits from its height on, so a peer far behind
 			// catches up in one exchange rather than one per height.
@@ -196,8 +289,77 @@ func (s *Shell) apply(ctx context.Context, effects []any, done chan<- any) error
 			}
 		case Evidence:
 			s.Log.Warn("equivocation", "validator", f.Evidence.A.Validator, "height", f.Evidence.A.Height)
+			if s.OnEvidence != nil {
+				s.OnEvidence(f.Evidence)
+			}
 		}
 	}
+	return nil
+}
+
+func (s *Shell) fetchAndPin(ctx context.Context, c cid.Cid, height uint64) {
+	if err := s.Net.Fetch(ctx, c); err != nil {
+		s.Log.Warn("fetching a committed model failed; it is fetched again before training on it", "height", height, "cid", c, "err", err)
+		return
+	}
+	if err := s.Store.Pin(ctx, c, height); err != nil && ctx.Err() == nil {
+		s.Log.Warn("pinning a committed model failed", "height", height, "cid", c, "err", err)
+	}
+}
+
+func (s *Shell) spawn(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+func (s *Shell) publishHead(ctx context.Context, b []byte) {
+	if err := s.Net.PublishHead(ctx, b); err != nil && ctx.Err() == nil {
+		s.Log.Debug("publishing head failed", "err", err)
+	}
+}
+
+// sync fetches a run of commits from height on and feeds them back in
+// order; the core checks each certificate.
+func (s *Shell) sync(ctx context.Context, height uint64, done chan<- any) {
+	items, err := s.Net.FetchCommits(ctx, height)
+	if err != nil {
+		s.Log.Debug("fetching commits failed", "from", height, "err", err)
+		return
+	}
+	for _, b := range items {
+		msg, err := consensus.Decode(b)
+		cm, ok := msg.(*consensus.Commit)
+		if err != nil || !ok {
+			s.Log.Warn("a peer sent a malformed commit while we caught up", "err", err)
+			return
+		}
+		send(ctx, done, Committed{Commit: *cm})
+	}
+}
+
+// PrivacyExhausted reports whether this peer stopped contributing because
+// its privacy budget is spent (read it from OnStep).
+func (s *Shell) PrivacyExhausted() bool { return s.exhausted }
+
+// Released is how many privatised updates this peer has released.
+func (s *Shell) Released() int { return s.released }
+
+// Restore sets how many privatised updates an earlier run released
+// (before Run), replaying them into the budget.
+func (s *Shell) Restore(released int) error {
+	if s.Privacy == nil {
+		return nil
+	}
+	for range released {
+		if err := s.Privacy.Budget.Spend(s.Privacy.DP.Sigma, 1, 1); err != nil {
+			s.exhausted = true
+			break
+		}
+	}
+	s.released = released
 	return nil
 }
 
@@ -208,10 +370,43 @@ func send(ctx context.Context, ch chan<- any, v any) {
 	}
 }
 
-func (s *Shell) train(ctx context.Context, f Train, done chan<- any) {
-	ck, m, err := s.Store.GetCheckpoint(ctx, f.Base)
+// base reads a committed model, fetching it first if a crash came between
+// committing it and storing it.
+func (s *Shell) base(ctx context.Context, c cid.Cid) (*storage.Checkpoint, storage.Model, error) {
+	ck, m, err := s.Store.GetCheckpoint(ctx, c)
+	if err == nil {
+		return ck, m, nil
+	}
+	if ferr := s.Net.Fetch(ctx, c); ferr != nil {
+		return nil, storage.Model{}, errors.Join(err, ferr)
+	}
+	return s.Store.GetCheckpoint(ctx, c)
+}
+
+// privateRun is one update's privatisation, fixed on the shell goroutine.
+type privateRun struct {
+	cfg     learner.DPConfig
+	epsilon float64
+	noise   *rand.Rand
+}
+
+func seedFrom(r *rand.Rand) [32]byte {
+	var s [32]byte
+	for i := 0; i < 32; i += 8 {
+		v := r.Uint64()
+		for j := range 8 {
+			s[i+j] = byte(v >> (8 * j))
+		}
+	}
+	return s
+}
+
+func (s *Shell) train(ctx context.Context, f Train, dp *privateRun, done chan<- any) {
+	s.trainMu.Lock()
+	defer s.trainMu.Unlock()
+	ck, m, err := s.base(ctx, f.Base)
 	if err != nil {
-		send(ctx, done, fmt.Errorf("node: base model %s: %w", f.Base, err))
+		s.Log.Warn("base model unavailable; not contributing this height", "height", f.Height, "base", f.Base, "err", err)
 		return
 	}
 	delta, samples, err := s.Trainer.Train(ctx, f.Height, m.Params)
@@ -219,15 +414,35 @@ func (s *Shell) train(ctx context.Context, f Train, done chan<- any) {
 		s.Log.Warn("training failed; not contributing this height", "height", f.Height, "err", err)
 		return
 	}
-	codec := s.Codec
-	if codec == 0 {
-		codec = shard.Dense
+	in := storage.UpdateInput{Network: s.Core.cfg.Network, Height: f.Height, Base: f.Base,
+		Layers: ck.Layers, Samples: samples, Codec: s.Codec, TopK: s.TopK}
+	if in.Codec == 0 {
+		in.Codec = shard.Dense
 	}
-	c, err := s.Store.PutUpdate(ctx, storage.UpdateInput{Network: s.Core.cfg.Network, Height: f.Height, Base: f.Base,
-		Layers: ck.Layers, Delta: delta, Samples: samples, Codec: codec, TopK: s.TopK}, s.Signer)
+	if dp != nil {
+		if delta, err = learner.Privatize(delta, dp.cfg, dp.noise); err != nil {
+			send(ctx, done, fmt.Errorf("node: privatising: %w", err))
+			return
+		}
+		in.Clip, in.Sigma, in.Epsilon = dp.cfg.Clip, dp.cfg.Sigma, dp.epsilon
+	}
+	if in.Codec == shard.TopK {
+		delta = s.residual.Compensate(delta)
+	}
+	in.Delta = delta
+	c, err := s.Store.PutUpdate(ctx, in, s.Signer)
 	if err != nil {
 		send(ctx, done, fmt.Errorf("node: storing update: %w", err))
 		return
+	}
+	if in.Codec == shard.TopK {
+		// Remember what top-k dropped: the next update carries it.
+		_, sent, err := s.Store.GetUpdate(ctx, c, ck.Layers)
+		if err != nil {
+			send(ctx, done, fmt.Errorf("node: reading back update: %w", err))
+			return
+		}
+		s.residual.Remember(delta, sent)
 	}
 	send(ctx, done, Trained{Height: f.Height, Update: c, Samples: uint64(samples)})
 }
@@ -235,9 +450,9 @@ func (s *Shell) train(ctx context.Context, f Train, done chan<- any) {
 // aggregate re-executes the rule on the listed updates, exactly as every
 // validator does, and stores the result checkpoint.
 func (s *Shell) aggregate(ctx context.Context, f Aggregate, done chan<- any) {
-	ck, base, err := s.Store.GetCheckpoint(ctx, f.Base)
+	ck, base, err := s.base(ctx, f.Base)
 	if err != nil {
-		send(ctx, done, fmt.Errorf("node: base model %s: %w", f.Base, err))
+		s.Log.Warn("base model unavailable; cannot aggregate", "height", f.Height, "base", f.Base, "err", err)
 		return
 	}
 	ups := make([]learner.Update, len(f.Updates))

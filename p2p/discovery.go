@@ -8,6 +8,7 @@ import (
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/host"
+	libnet "github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
@@ -24,13 +25,17 @@ func Namespace(network string) string { return "murmur/" + network }
 
 // Discovery finds the peers of a network through its own kad-dht.
 type Discovery struct {
-	DHT     *dht.IpfsDHT
-	rd      *drouting.RoutingDiscovery
-	network string
+	DHT       *dht.IpfsDHT
+	rd        *drouting.RoutingDiscovery
+	network   string
+	h         host.Host
+	bootstrap []peer.AddrInfo
 }
 
 // NewDiscovery starts a DHT server on h under the network's protocol
-// prefix, connected to the bootstrap peers.
+// prefix and dials the bootstrap peers. Peers of a network start in any
+// order, so an unreachable bootstrap peer is not an error: Reconnect dials
+// the missing ones again later.
 func NewDiscovery(ctx context.Context, h host.Host, network string, bootstrap []peer.AddrInfo) (*Discovery, error) {
 	d, err := dht.New(h,
 		dht.Mode(dht.ModeServer),
@@ -40,22 +45,31 @@ func NewDiscovery(ctx context.Context, h host.Host, network string, bootstrap []
 	if err != nil {
 		return nil, fmt.Errorf("p2p: dht: %w", err)
 	}
-	for _, b := range bootstrap {
-		if b.ID == h.ID() {
-			continue
-		}
-		if err := h.Connect(ctx, b); err != nil {
-			return nil, fmt.Errorf("p2p: bootstrap peer %s: %w", b.ID, err)
-		}
-	}
+	disc := &Discovery{DHT: d, rd: drouting.NewRoutingDiscovery(d), network: network, h: h, bootstrap: bootstrap}
+	disc.Reconnect(ctx)
 	if err := d.Bootstrap(ctx); err != nil {
 		return nil, err
 	}
-	return &Discovery{DHT: d, rd: drouting.NewRoutingDiscovery(d), network: network}, nil
+	return disc, nil
 }
 
-// Advertise announces this peer under the network's namespace (and keeps
-// re-announcing until ctx ends).
+// Reconnect dials the bootstrap peers this host is not connected to and
+// returns how many it is connected to afterwards.
+func (d *Discovery) Reconnect(ctx context.Context) int {
+	n := 0
+	for _, b := range d.bootstrap {
+		if b.ID == d.h.ID() {
+			continue
+		}
+		if d.h.Network().Connectedness(b.ID) == libnet.Connected || d.h.Connect(ctx, b) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Advertise announces this peer under the network's namespace and keeps
+// re-announcing until ctx ends (call it once).
 func (d *Discovery) Advertise(ctx context.Context) { dutil.Advertise(ctx, d.rd, Namespace(d.network)) }
 
 // FindPeers returns the peers advertising the network.

@@ -114,7 +114,14 @@ type gossipOptions struct {
 	inspect func(map[peer.ID]float64)
 	period  time.Duration
 	metrics *Metrics
+	seenTTL time.Duration
 }
+
+// WithSeenTTL sets how long a message ID is remembered. Message IDs are
+// payload hashes, so a peer that publishes the same bytes again (a
+// consensus rebroadcast after a partition) is heard only once this has
+// passed: keep it below the rebroadcast period.
+func WithSeenTTL(d time.Duration) GossipOption { return func(o *gossipOptions) { o.seenTTL = d } }
 
 // WithScoreInspector receives every peer's score periodically (tests,
 // metrics).
@@ -140,6 +147,9 @@ func NewGossip(ctx context.Context, h host.Host, network string, validators map[
 		pubsub.WithPeerScore(params, thresholds),
 		pubsub.WithMaxMessageSize(MaxMessageBytes + 1024), // payload bound plus envelope
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+	}
+	if o.seenTTL > 0 {
+		psOpts = append(psOpts, pubsub.WithSeenMessagesTTL(o.seenTTL))
 	}
 	if o.inspect != nil {
 		psOpts = append(psOpts, pubsub.WithPeerScoreInspect(pubsub.ExtendedPeerScoreInspectFn(func(m map[peer.ID]*pubsub.PeerScoreSnapshot) {

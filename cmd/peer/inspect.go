@@ -89,7 +89,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		err    error
 	)
 	if c, perr := cid.Decode(target); perr == nil {
-		if s, err = openStore(*home, false); err != nil {
+		if s, err = openStoreOrPeer(ctx, *home); err != nil {
 			return err
 		}
 		root, source = c, "store "+*home
@@ -367,7 +367,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil || *car == "" {
 		return fmt.Errorf("%w: want `peer export CID --car FILE`", errUsage)
 	}
-	s, err := openStore(*home, false)
+	s, err := openStoreOrPeer(ctx, *home)
 	if err != nil {
 		return err
 	}
@@ -409,7 +409,17 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer f.Close()
 	s, err := openStore(*home, true)
 	if err != nil {
-		return err
+		// A running peer holds the store: hand the file to it.
+		car, rerr := io.ReadAll(f)
+		if rerr != nil {
+			return rerr
+		}
+		out, perr := importThroughPeer(ctx, *home, car)
+		if perr != nil {
+			return fmt.Errorf("%w; through the running peer: %w", err, perr)
+		}
+		fmt.Fprintf(stdout, "imported through the running peer: %s", out)
+		return nil
 	}
 	defer s.Close()
 	roots, n, err := s.ImportCAR(ctx, f)

@@ -25,6 +25,10 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"init", "[--home DIR] [--genesis FILE]", "make a peer home: key, commented config.toml, genesis, data folders", runInit},
+		{"testnet", "--n N --out DIR [--trainers M]", "write N peer homes with one shared genesis and a docker-compose.yml", runTestnet},
+		{"start", "[--home DIR] [--log-format text|json] [--api ADDR]", "run a peer until SIGINT/SIGTERM", runStart},
+		{"status", "[--home DIR] [--json]", "ask the running peer: height, head CID, round, peers, accuracy", runStatus},
 		{"sim", "[--peers N] [--rounds R] [--byzantine F --attack NAME] [--aggregator NAME] [--partition P] [--dp-sigma S --dp-clip C] [--seed X] [--out DIR] [--json]",
 			"simulate a network of peers learning MNIST in this process", runSim},
 		{"train", "--centralized [--epochs E] [--json]", "train the model on all of MNIST on this machine", runTrain},

@@ -1,0 +1,341 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/murmur-ml/murmur/learner"
+	"github.com/murmur-ml/murmur/node"
+	"github.com/murmur-ml/murmur/storage"
+)
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+var testLevel = slog.LevelWarn
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: testLevel}))
+}
+
+// cluster is a network of full peers in one process: real libp2p hosts over
+// mocknet, gossipsub with validators, bitswap, stores, gorgonia training on
+// synthetic data, consensus with file write-ahead logs and ledgers.
+type cluster struct {
+	t      *testing.T
+	mn     mocknet.Mocknet
+	gen    *Genesis
+	hosts  []host.Host
+	homes  []string
+	stores []*storage.Store
+	data   []*learner.Dataset
+	test   *learner.Dataset
+
+	mu      sync.Mutex
+	commits []map[uint64]node.Commit
+	running []context.CancelFunc
+	done    []chan error
+}
+
+// newCluster makes validators voting peers plus extra trainer-only ones.
+func newCluster(t *testing.T, validators, extra int, tweak func(*Genesis)) *cluster {
+	n := validators + extra
+	c := &cluster{t: t, mn: mocknet.New(), commits: make([]map[uint64]node.Commit, n), running: make([]context.CancelFunc, n), done: make([]chan error, n)}
+	t.Cleanup(func() { c.mn.Close() })
+	var vals []Validator
+	for i := range n {
+		priv, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+		h, err := c.mn.AddPeer(priv, ma.StringCast(fmt.Sprintf("/ip4/127.0.9.%d/tcp/4001", i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.hosts = append(c.hosts, h)
+		if i < validators {
+			vals = append(vals, Validator{ID: h.ID().String(), Power: 1})
+		}
+		c.homes = append(c.homes, t.TempDir())
+		c.stores = append(c.stores, storage.NewStore(dssync.MutexWrap(ds.NewMapDatastore()), nil))
+		c.commits[i] = map[uint64]node.Commit{}
+	}
+	if err := c.mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	g := DefaultGenesis("it", vals)
+	g.Aggregation.Rule = learner.RuleMean
+	g.Train.Steps, g.Train.Batch, g.Train.LR = 4, 32, 0.01
+	g.Round = RoundSpec{TickMillis: 20, CollectTicks: 25, TimeoutPropose: 60, TimeoutPrevote: 20, TimeoutPrecommit: 20,
+		TimeoutDelta: 10, RebroadcastTicks: 30, HeadTicks: 10}
+	if tweak != nil {
+		tweak(g)
+	}
+	cid, err := g.GenesisModel(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Model.CID = cid.String()
+	c.gen = g
+	all := learner.Synthetic(200*n, mrand.New(mrand.NewPCG(1, 1)))
+	part, _ := learner.ParsePartition("iid")
+	parts, _ := part.Split(all.Labels, n, mrand.New(mrand.NewPCG(2, 2)))
+	for i := range n {
+		c.data = append(c.data, all.Subset(parts[i]))
+	}
+	c.test = learner.Synthetic(200, mrand.New(mrand.NewPCG(3, 3)))
+	return c
+}
+
+// start runs peer i (again) on its host, home and store; it connects to
+// every running peer.
+func (c *cluster) start(i int) *Peer {
+	c.t.Helper()
+	cfg := DefaultConfig()
+	cfg.Data.EvalSamples = 200
+	p, err := New(context.Background(), c.homes[i], cfg, c.gen, WithHost(c.hosts[i]), WithStore(c.stores[i]),
+		WithData(c.data[i], c.test), WithLogger(testLogger(c.t).With("i", i)), WithFetchTimeout(10*time.Second),
+		WithOnCommit(func(cm node.Commit) {
+			c.mu.Lock()
+			c.commits[i][cm.Height] = cm
+			c.mu.Unlock()
+		}))
+	if err != nil {
+		c.t.Fatalf("peer %d: %v", i, err)
+	}
+	for j, h := range c.hosts {
+		if j != i {
+			if _, err := c.mn.ConnectPeers(c.hosts[i].ID(), h.ID()); err != nil {
+				c.t.Fatal(err)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	c.running[i], c.done[i] = cancel, done
+	go func() { done <- p.Run(ctx) }()
+	return p
+}
+
+// stop ends peer i gracefully and waits for it.
+func (c *cluster) stop(i int) {
+	c.t.Helper()
+	c.running[i]()
+	if err := <-c.done[i]; err != nil {
+		c.t.Fatalf("peer %d: %v", i, err)
+	}
+	c.running[i] = nil
+	// As a stopped process would, drop its connections: a restart then
+	// meets its peers afresh.
+	for _, p := range c.hosts[i].Network().Peers() {
+		_ = c.hosts[i].Network().ClosePeer(p)
+	}
+}
+
+func (c *cluster) stopAll() {
+	for i := range c.running {
+		if c.running[i] != nil {
+			c.stop(i)
+		}
+	}
+}
+
+func (c *cluster) height(i int) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var h uint64
+	for k := range c.commits[i] {
+		h = max(h, k)
+	}
+	return h
+}
+
+// waitFor waits (on commits, with a deadline far above what it needs) until
+// every listed peer committed height h.
+func (c *cluster) waitFor(h uint64, peers ...int) {
+	c.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		ok := true
+		for _, i := range peers {
+			ok = ok && c.height(i) >= h
+		}
+		if ok {
+			return
+		}
+		for i, d := range c.done {
+			if c.running[i] == nil {
+				continue
+			}
+			select {
+			case err := <-d:
+				c.t.Fatalf("peer %d stopped: %v", i, err)
+			default:
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("peers %v did not reach height %d", peers, h)
+}
+
+// agree checks that every listed peer committed the same block at each
+// height up to h.
+func (c *cluster) agree(h uint64, peers ...int) {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := uint64(1); k <= h; k++ {
+		var want string
+		for _, i := range peers {
+			cm, ok := c.commits[i][k]
+			if !ok {
+				continue // committed before this peer's run (restart) or caught up past
+			}
+			got := cm.Block.Result.String()
+			if want == "" {
+				want = got
+			} else if got != want {
+				c.t.Fatalf("height %d: peer %d has head %s, another %s", k, i, got, want)
+			}
+		}
+	}
+}
+
+func TestPeersCommitIdenticalHeads(t *testing.T) {
+	c := newCluster(t, 4, 0, nil)
+	for i := range 4 {
+		c.start(i)
+	}
+	defer c.stopAll()
+	c.waitFor(3, 0, 1, 2, 3)
+	c.agree(3, 0, 1, 2, 3)
+	c.mu.Lock()
+	for h := uint64(1); h <= 3; h++ {
+		cm := c.commits[0][h]
+		t.Logf("height %d: %d updates, round %d, head %s", h, len(cm.Block.Updates), cm.Certificate.Round, cm.Block.Result)
+	}
+	c.mu.Unlock()
+}
+
+// A peer that is not a validator starts once the others have committed two
+// heights: it learns the head from the heads topic, fetches the commits it
+// missed over the range protocol (checking every certificate), fetches the
+// model by CID and contributes from the next height.
+func TestLateTrainerCatchesUp(t *testing.T) {
+	c := newCluster(t, 4, 1, nil)
+	for i := range 4 {
+		c.start(i)
+	}
+	defer c.stopAll()
+	c.waitFor(2, 0, 1, 2, 3)
+	late := c.start(4)
+	joined := c.height(0)
+	c.waitFor(joined+3, 0, 4)
+	c.agree(joined+3, 0, 1, 2, 3, 4)
+	if st := late.Status(); st.Role != "trainer" {
+		t.Fatalf("the late peer's role is %q", st.Role)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	contributed := false
+	for h := joined + 1; h <= joined+3; h++ {
+		contributed = contributed || len(c.commits[0][h].Block.Updates) == 5
+	}
+	if !contributed {
+		t.Fatal("the late trainer's update is in no block after it caught up")
+	}
+}
+
+// A validator stopped mid-run and started again from its home resumes from
+// its write-ahead log and ledger: the others keep committing without it
+// (3 of 4 is a quorum), it catches up, and the heads agree.
+func TestValidatorRestartsFromLog(t *testing.T) {
+	testLevel = slog.LevelInfo
+	defer func() { testLevel = slog.LevelWarn }()
+	c := newCluster(t, 4, 0, nil)
+	for i := range 4 {
+		c.start(i)
+	}
+	defer c.stopAll()
+	c.waitFor(2, 0, 1, 2, 3)
+	c.stop(3)
+	before := c.height(3)
+	c.waitFor(before+2, 0, 1, 2)
+	p := c.start(3)
+	if st := p.Status(); st.RestoredFromHeight < before {
+		t.Fatalf("restarted at height %d, had committed %d", st.RestoredFromHeight, before)
+	}
+	target := c.height(0) + 2
+	c.waitFor(target, 0, 1, 2, 3)
+	c.agree(target, 0, 1, 2, 3)
+	for i := range 4 {
+		if n := c.status(i, p).Equivocations; n != 0 {
+			t.Fatalf("peer %d saw %d equivocations", i, n)
+		}
+	}
+}
+
+func (c *cluster) status(_ int, p *Peer) Status { return p.Status() }
+
+// With update-level DP and a budget that allows two updates, every trainer
+// contributes twice, then says so and stops; the network keeps committing
+// only while there are updates.
+func TestPrivacyBudgetStopsContributing(t *testing.T) {
+	c := newCluster(t, 4, 0, func(g *Genesis) {
+		g.DP = &DPSpec{Clip: 1e-4, Sigma: 2, Delta: 1e-5}
+		// The ε of two runs at σ=2 (q=1), plus a little.
+		b, _ := learner.NewBudget(100, 1e-5)
+		e2, _ := b.After(2, 1, 2)
+		g.DP.Epsilon = e2 * 1.01
+	})
+	peers := make([]*Peer, 4)
+	for i := range 4 {
+		peers[i] = c.start(i)
+	}
+	defer c.stopAll()
+	c.waitFor(2, 0, 1, 2, 3)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		all := true
+		for _, p := range peers {
+			all = all && p.Status().PrivacyExhausted
+		}
+		if all {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i, p := range peers {
+		st := p.Status()
+		if !st.PrivacyExhausted || st.EpsilonSpent > c.gen.DP.Epsilon {
+			t.Fatalf("peer %d: exhausted %v, ε spent %.3f of %.3f", i, st.PrivacyExhausted, st.EpsilonSpent, c.gen.DP.Epsilon)
+		}
+	}
+	if h := c.height(0); h != 2 {
+		t.Fatalf("committed %d heights with a two-update budget", h)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u := c.commits[0][2].Block.Updates[0].Cid
+	obj, err := c.stores[0].GetObject(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up := obj.(*storage.Update); up.Epsilon <= 0 || up.Sigma != 2 || up.Clip != 1e-4 {
+		t.Fatalf("update records clip %v σ %v ε %v", up.Clip, up.Sigma, up.Epsilon)
+	}
+}

@@ -1,0 +1,52 @@
+package p2p
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+)
+
+func TestRange(t *testing.T) {
+	ctx := context.Background()
+	mn, err := mocknet.FullMeshConnected(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mn.Close()
+	a, b := mn.Hosts()[0], mn.Hosts()[1]
+	items := [][]byte{[]byte("one"), []byte("two"), bytes.Repeat([]byte{7}, 100_000)}
+	ServeRange(a, "t", func(from uint64, n int) [][]byte {
+		if from >= uint64(len(items)) {
+			return nil
+		}
+		return items[from:min(len(items), int(from)+n)]
+	})
+	for _, tc := range []struct {
+		from uint64
+		n    int
+		want int
+	}{{0, 3, 3}, {1, 1, 1}, {1, 10, 2}, {5, 4, 0}} {
+		got, err := FetchRange(ctx, b, a.ID(), "t", tc.from, tc.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != tc.want {
+			t.Fatalf("from %d n %d: %d items, want %d", tc.from, tc.n, len(got), tc.want)
+		}
+		for i, g := range got {
+			if !bytes.Equal(g, items[int(tc.from)+i]) {
+				t.Fatalf("item %d differs", i)
+			}
+		}
+	}
+	if _, err := FetchRange(ctx, b, a.ID(), "t", 0, MaxRangeItems+1); err == nil {
+		t.Fatal("an oversized request was sent")
+	}
+	// Another network's protocol is not served.
+	if _, err := FetchRange(ctx, b, a.ID(), "other", 0, 1); err == nil {
+		t.Fatal(fmt.Sprint("a request on another network's protocol was answered"))
+	}
+}
