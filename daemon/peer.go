@@ -342,17 +342,13 @@ func (p *Peer) restore(ctx context.Context, genesis cid.Cid) (*node.Core, []cons
 	}
 	id := p.id.String()
 	cc, _ := p.gen.ConsensusConfig()
-	expected := 0
-	if len(p.gen.Trainers) > 0 {
-		expected = len(p.gen.Trainers)
-	}
 	signer, err := p2p.NewKeySigner(p.priv)
 	if err != nil {
 		return nil, nil, err
 	}
 	core, err := node.New(node.Config{Network: p.gen.Network, Self: id, Validator: p.gen.IsValidator(id),
 		Trainer: p.gen.MayTrain(id) && p.cfg.Train.Enabled, Rule: p.gen.Aggregation.Rule,
-		CollectTicks: p.gen.Round.CollectTicks, ExpectedUpdates: expected, Consensus: cc}, genesis, signer, p2p.PeerVerifier{})
+		CollectTicks: p.gen.Round.CollectTicks, ActiveWindow: 2, Consensus: cc}, genesis, signer, p2p.PeerVerifier{})
 	if err != nil {
 		return nil, nil, err
 	}

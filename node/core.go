@@ -24,10 +24,12 @@ type Config struct {
 	Validator, Trainer bool
 	Rule               string // aggregation rule recorded in blocks
 	CollectTicks       int    // ticks after a height starts before proposing
-	// ExpectedUpdates, if > 0, lets the proposer propose before the window
-	// closes once this many updates are collected (a closed set of trainers
-	// all of which delivered).
-	ExpectedUpdates int
+	// ActiveWindow, if > 0, lets the proposer propose before the window
+	// closes once every trainer that contributed in the last ActiveWindow
+	// heights has delivered for this one: a peer that stopped is waited for
+	// only until it falls out of the window, a new one from its second
+	// height on.
+	ActiveWindow int
 	// Consensus is the consensus setting; a peer that does not vote still
 	// needs its network and validator set to check commit certificates.
 	Consensus consensus.Config
@@ -40,8 +42,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: no peer ID", ErrConfig)
 	case c.Rule == "":
 		return fmt.Errorf("%w: no aggregation rule", ErrConfig)
-	case c.CollectTicks < 0 || c.ExpectedUpdates < 0:
-		return fmt.Errorf("%w: collection window %d, expected updates %d", ErrConfig, c.CollectTicks, c.ExpectedUpdates)
+	case c.CollectTicks < 0 || c.ActiveWindow < 0:
+		return fmt.Errorf("%w: collection window %d, active window %d", ErrConfig, c.CollectTicks, c.ActiveWindow)
 	}
 	return c.Consensus.Validate()
 }
@@ -158,6 +160,7 @@ type Core struct {
 	ver     consensus.Verifier
 	ahead   map[uint64]consensus.Commit // verified commits for later heights (a peer that does not vote)
 	synced  int                         // ticks since the last Sync
+	active  map[string]uint64           // trainer → last height it contributed to
 	out     []any
 }
 
@@ -175,7 +178,7 @@ func New(cfg Config, genesis cid.Cid, signer consensus.Signer, ver consensus.Ver
 	}
 	c := &Core{cfg: cfg, height: 1, head: genesis, fetched: map[string]bool{}, pending: map[string]bool{},
 		results: map[aggKey]cid.Cid{}, asked: map[aggKey]bool{}, updates: map[string]cid.Cid{}, next: map[string]cid.Cid{},
-		ver: ver, ahead: map[uint64]consensus.Commit{}, synced: syncTicks}
+		ver: ver, ahead: map[uint64]consensus.Commit{}, synced: syncTicks, active: map[string]uint64{}}
 	if cfg.Validator {
 		m, err := consensus.New(cfg.Consensus, signer, ver, c.validity)
 		if err != nil {
@@ -267,6 +270,9 @@ func (c *Core) Step(ev any) ([]any, error) {
 	case Announced:
 		// The gossip validator already refused a second update by one
 		// author for one height; the first one stands.
+		if e.Height <= c.height+1 && e.Height > c.active[e.Author] {
+			c.active[e.Author] = e.Height
+		}
 		switch e.Height {
 		case c.height:
 			if _, dup := c.updates[e.Author]; !dup {
@@ -282,6 +288,7 @@ func (c *Core) Step(ev any) ([]any, error) {
 		if e.Height == c.height {
 			c.fetched[e.Update.KeyString()] = true
 			c.updates[c.cfg.Self] = e.Update
+			c.active[c.cfg.Self] = e.Height
 			c.out = append(c.out, Announce{Height: e.Height, Update: e.Update, Samples: e.Samples})
 		}
 	case Fetched:
@@ -380,7 +387,7 @@ func (c *Core) maybePropose() {
 	if len(ups) == 0 {
 		return // nothing to aggregate yet: wait (the round may time out)
 	}
-	if c.ticks < c.cfg.CollectTicks && (c.cfg.ExpectedUpdates == 0 || len(ups) < c.cfg.ExpectedUpdates) {
+	if c.ticks < c.cfg.CollectTicks && !c.allActiveIn() {
 		return
 	}
 	k := keyOf(c.head, ups)
@@ -399,6 +406,29 @@ func (c *Core) maybePropose() {
 	hr := *c.propose
 	c.propose = nil
 	c.m.Propose(hr, b)
+}
+
+// allActiveIn reports whether every recently active trainer's update for
+// this height is here (and at least one trainer was active before it: at
+// the first height, or after a quiet spell, the window is waited out).
+func (c *Core) allActiveIn() bool {
+	w := uint64(c.cfg.ActiveWindow)
+	if w == 0 {
+		return false
+	}
+	before := false
+	for a, h := range c.active {
+		if h+w < c.height {
+			delete(c.active, a) // fell out of the window
+			continue
+		}
+		before = before || h < c.height
+		u, ok := c.updates[a]
+		if !ok || !c.fetched[u.KeyString()] {
+			return false
+		}
+	}
+	return before
 }
 
 func (c *Core) aggregate(ups []cid.Cid) {

@@ -102,7 +102,7 @@ type Shell struct {
 	OnStep     func(*Core)
 	OnEvidence func(consensus.Evidence)
 
-	wg        sync.WaitGroup // background work, waited for before Run returns
+	wg sync.WaitGroup // background work, waited for before Run returns
 
 	trainMu   sync.Mutex     // one training at a time; guards residual
 	residual  shard.Residual // top-k error feedback

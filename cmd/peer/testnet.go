@@ -31,6 +31,7 @@ func runTestnet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	arch := fs.String("model", learner.Arch2NN, "2nn or cnn")
 	steps := fs.Int("steps", 60, "local training steps per height")
 	tick := fs.Int("tick-ms", 100, "consensus tick")
+	collect := fs.Int("collect-ticks", 40, "ticks a proposer waits for updates (less once every active trainer delivered)")
 	psk := fs.Bool("psk", false, "make a private network (a pre-shared key in the genesis)")
 	open := fs.Bool("open", false, "let any peer train (no trainer allowlist); proposers then wait the whole collection window")
 	dpSigma := fs.Float64("dp-sigma", 0, "update-level DP noise multiplier (0: off)")
@@ -75,7 +76,7 @@ func runTestnet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	g := daemon.DefaultGenesis(*network, vals)
 	g.Aggregation.Rule, g.Model.Arch, g.Train.Steps, g.Round.TickMillis = *rule, *arch, *steps, *tick
-	g.Round.CollectTicks = 40
+	g.Round.CollectTicks = *collect
 	if !*open {
 		g.Trainers = ids
 	}
