@@ -613,7 +613,7 @@ func (p *Peer) onCommit(c node.Commit) {
 	if gap > 0 {
 		p.m.interval.Observe(gap)
 	}
-	p.log.Info("committed", "height", c.Height, "head", c.Block.Result, "updates", len(c.Block.Updates), "round", c.Certificate.Round)
+	p.log.Info("committed", "height", c.Height, "head", c.Block.Result.String(), "updates", len(c.Block.Updates), "round", c.Certificate.Round)
 	if _, err := p.store.ApplyRetention(context.Background(), storage.Retention{KeepLast: p.cfg.Storage.KeepLast, KeepEvery: uint64(p.cfg.Storage.KeepEvery)}); err != nil {
 		p.log.Warn("retention", "err", err)
 	}

@@ -53,8 +53,8 @@ func freeBase(t *testing.T, peers int) int {
 }
 
 func newTestnet(t *testing.T, n, trainers int, extra ...string) *testnet {
-	if testing.Short() {
-		t.Skip("end-to-end: builds the binary and runs processes")
+	if testing.Short() || os.Getenv("MURMUR_E2E") == "0" {
+		t.Skip("end-to-end (builds the binary, runs processes): skipped by -short or MURMUR_E2E=0")
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "peer")
