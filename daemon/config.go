@@ -13,6 +13,8 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/murmur-ml/murmur/learner"
 )
 
 // Config is one peer's own setting (config.toml in its home); what the
@@ -77,7 +79,7 @@ type StoreOpts struct {
 func DefaultConfig() Config {
 	return Config{
 		Genesis: "genesis.json", Key: "key",
-		P2P:     P2PConfig{Listen: []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"}, MDNS: true, MaxConns: 256},
+		P2P:     P2PConfig{Listen: []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"}, Bootstrap: []string{}, MDNS: true, MaxConns: 256},
 		API:     APIConfig{Listen: "127.0.0.1:7400"},
 		Log:     LogConfig{Format: "text", Level: "info"},
 		Data:    DataConfig{Partition: "iid", Shard: 0, Shards: 1, Seed: 1, EvalSamples: 10000},
@@ -291,6 +293,9 @@ func (c Config) Validate() error {
 	}
 	if c.Data.Shards < 1 || c.Data.Shard < 0 || c.Data.Shard >= c.Data.Shards {
 		return cerr("data.shard", "%d of %d: want 0 ≤ shard < shards", c.Data.Shard, c.Data.Shards)
+	}
+	if _, err := learner.ParsePartition(c.Data.Partition); err != nil {
+		return cerr("data.partition", "%q: want iid, dirichlet:A or shards:K", c.Data.Partition)
 	}
 	if c.Data.EvalSamples < 0 {
 		return cerr("data.eval_samples", "%d: want ≥ 0", c.Data.EvalSamples)

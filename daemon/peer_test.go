@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -22,7 +23,7 @@ import (
 	"github.com/murmur-ml/murmur/storage"
 )
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
@@ -31,7 +32,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 var testLevel = slog.LevelWarn
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: testLevel}))
 }
 
@@ -39,7 +40,7 @@ func testLogger(t *testing.T) *slog.Logger {
 // mocknet, gossipsub with validators, bitswap, stores, gorgonia training on
 // synthetic data, consensus with file write-ahead logs and ledgers.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	mn     mocknet.Mocknet
 	gen    *Genesis
 	hosts  []host.Host
@@ -55,7 +56,7 @@ type cluster struct {
 }
 
 // newCluster makes validators voting peers plus extra trainer-only ones.
-func newCluster(t *testing.T, validators, extra int, tweak func(*Genesis)) *cluster {
+func newCluster(t testing.TB, validators, extra int, tweak func(*Genesis)) *cluster {
 	n := validators + extra
 	c := &cluster{t: t, mn: mocknet.New(), commits: make([]map[uint64]node.Commit, n), running: make([]context.CancelFunc, n), done: make([]chan error, n)}
 	t.Cleanup(func() { c.mn.Close() })
@@ -337,5 +338,43 @@ func TestPrivacyBudgetStopsContributing(t *testing.T) {
 	}
 	if up := obj.(*storage.Update); up.Epsilon <= 0 || up.Sigma != 2 || up.Clip != 1e-4 {
 		t.Fatalf("update records clip %v σ %v ε %v", up.Clip, up.Sigma, up.Epsilon)
+	}
+}
+
+// BenchmarkCatchUp: a trainer-only peer joins a network that has committed
+// three heights; the time until it holds the head (commits fetched and
+// checked, the head model fetched by CID) against the size of that model.
+func BenchmarkCatchUp(b *testing.B) {
+	for _, arch := range []string{learner.Arch2NN, learner.ArchCNN} {
+		b.Run(arch, func(b *testing.B) {
+			for range b.N {
+				b.StopTimer()
+				c := newCluster(b, 4, 1, func(g *Genesis) { g.Model.Arch = arch; g.Train.Steps = 2 })
+				for i := range 4 {
+					c.start(i)
+				}
+				c.waitFor(3, 0, 1, 2, 3)
+				b.StartTimer()
+				late := c.start(4)
+				head := c.height(0)
+				c.waitFor(head, 4)
+				for {
+					st := late.Status()
+					hc, err := cid.Decode(st.HeadCID)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, _, err := late.Store().GetCheckpoint(context.Background(), hc); err == nil && st.Height >= head {
+						break
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				b.StopTimer()
+				a, _ := learner.ArchByName(arch)
+				b.ReportMetric(float64(4*a.NumParams())/1000, "model-KB")
+				b.ReportMetric(float64(head), "heights")
+				c.stopAll()
+			}
+		})
 	}
 }

@@ -144,24 +144,25 @@ func keyOf(base cid.Cid, updates []cid.Cid) aggKey {
 
 // Core is one peer's deterministic round pipeline.
 type Core struct {
-	cfg     Config
-	m       *consensus.Machine
-	height  uint64
-	head    cid.Cid
-	ticks   int // since the height started
-	trained bool
-	updates map[string]cid.Cid // announced for the current height, by author
-	next    map[string]cid.Cid // announced for the next height, kept until it starts
-	fetched map[string]bool    // update CIDs present locally
-	pending map[string]bool    // fetches asked for
-	results map[aggKey]cid.Cid // aggregates computed here
-	asked   map[aggKey]bool
-	propose *consensus.HeightRound // the machine asked for a value
-	ver     consensus.Verifier
-	ahead   map[uint64]consensus.Commit // verified commits for later heights (a peer that does not vote)
-	synced  int                         // ticks since the last Sync
-	active  map[string]uint64           // trainer → last height it contributed to
-	out     []any
+	cfg      Config
+	m        *consensus.Machine
+	height   uint64
+	head     cid.Cid
+	ticks    int // since the height started
+	trained  bool
+	trainDue bool
+	updates  map[string]cid.Cid // announced for the current height, by author
+	next     map[string]cid.Cid // announced for the next height, kept until it starts
+	fetched  map[string]bool    // update CIDs present locally
+	pending  map[string]bool    // fetches asked for
+	results  map[aggKey]cid.Cid // aggregates computed here
+	asked    map[aggKey]bool
+	propose  *consensus.HeightRound // the machine asked for a value
+	ver      consensus.Verifier
+	ahead    map[uint64]consensus.Commit // verified commits for later heights (a peer that does not vote)
+	synced   int                         // ticks since the last Sync
+	active   map[string]uint64           // trainer → last finished height it announced an update for
+	out      []any
 }
 
 // maxAhead bounds the commits a non-voting peer holds for later heights;
@@ -238,18 +239,21 @@ func (c *Core) Start() []any {
 }
 
 func (c *Core) startHeight() {
-	c.ticks, c.trained, c.propose = 0, false, nil
+	c.ticks, c.propose = 0, nil
 	c.updates, c.next = c.next, map[string]cid.Cid{}
 	for _, u := range c.updates {
 		c.want(u)
 	}
-	if c.cfg.Trainer {
-		c.trained = true
-		c.out = append(c.out, Train{Height: c.height, Base: c.head})
-	}
+	// Train once the event is fully handled: a peer catching up commits
+	// several heights in one step and should train only on the last head.
+	c.trainDue = c.cfg.Trainer
 }
 
 func (c *Core) flush() []any {
+	if c.trainDue {
+		c.trainDue = false
+		c.out = append(c.out, Train{Height: c.height, Base: c.head})
+	}
 	out := c.out
 	c.out = nil
 	return out
@@ -270,9 +274,6 @@ func (c *Core) Step(ev any) ([]any, error) {
 	case Announced:
 		// The gossip validator already refused a second update by one
 		// author for one height; the first one stands.
-		if e.Height <= c.height+1 && e.Height > c.active[e.Author] {
-			c.active[e.Author] = e.Height
-		}
 		switch e.Height {
 		case c.height:
 			if _, dup := c.updates[e.Author]; !dup {
@@ -288,7 +289,6 @@ func (c *Core) Step(ev any) ([]any, error) {
 		if e.Height == c.height {
 			c.fetched[e.Update.KeyString()] = true
 			c.updates[c.cfg.Self] = e.Update
-			c.active[c.cfg.Self] = e.Height
 			c.out = append(c.out, Announce{Height: e.Height, Update: e.Update, Samples: e.Samples})
 		}
 	case Fetched:
@@ -416,19 +416,18 @@ func (c *Core) allActiveIn() bool {
 	if w == 0 {
 		return false
 	}
-	before := false
 	for a, h := range c.active {
 		if h+w < c.height {
 			delete(c.active, a) // fell out of the window
-			continue
 		}
-		before = before || h < c.height
+	}
+	for a := range c.active {
 		u, ok := c.updates[a]
 		if !ok || !c.fetched[u.KeyString()] {
 			return false
 		}
 	}
-	return before
+	return len(c.active) > 0
 }
 
 func (c *Core) aggregate(ups []cid.Cid) {
@@ -512,6 +511,11 @@ func (c *Core) commit(d consensus.Commit) {
 		panic(fmt.Sprintf("node: certified value at %d is not a block on head %s: %v", d.Certificate.Height, c.head, err))
 	}
 	c.out = append(c.out, Commit{Height: blk.Height, Block: blk, BlockBytes: d.Value, Certificate: d.Certificate})
+	if blk.Height == c.height {
+		for a := range c.updates {
+			c.active[a] = c.height
+		}
+	}
 	c.head = blk.Result.Cid
 	c.height = blk.Height + 1
 	for k := range c.results {

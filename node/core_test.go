@@ -125,16 +125,21 @@ func (w *world) apply(i int, effects []any) {
 }
 
 func (w *world) run(heights, maxTicks int) {
-	for tick := 0; tick < maxTicks; tick++ {
-		done := true
+	done := func() bool {
 		for i := range w.cores {
-			done = done && (i == w.liar || len(w.commits[i]) >= heights)
+			if i != w.liar && len(w.commits[i]) < heights {
+				return false
+			}
 		}
-		if done {
+		return true
+	}
+	for tick := 0; tick < maxTicks; tick++ {
+		if done() {
 			return
 		}
-		// Deliver everything queued, in a seeded order across cores.
-		for progress := true; progress; {
+		// Deliver everything queued, in a seeded order across cores (heights
+		// can follow one another without a tick: stop once enough are done).
+		for progress := true; progress && !done(); {
 			progress = false
 			for _, i := range w.rng.Perm(len(w.cores)) {
 				if len(w.queue[i]) == 0 {
@@ -210,5 +215,95 @@ func checkChain(t *testing.T, w *world, heights int) {
 			t.Fatalf("height %d: block base %s result %s with %d updates is not the rule's result on the head", h+1, b.Base, b.Result, len(ups))
 		}
 		base = b.Result.Cid
+	}
+}
+
+// A peer that does not vote follows the chain from certified commits: in
+// any order, asking to sync when it sees a gap, refusing a commit whose
+// certificate does not verify, and training on each new head.
+func TestFollowerAppliesCertifiedCommits(t *testing.T) {
+	w := newWorld(t, 4, 3, -1)
+	w.run(5, 2000)
+	cc := w.cores[0].cfg.Consensus
+	ver := w.cores[0].ver
+	f, err := New(Config{Network: "test", Self: "follower", Trainer: true, Rule: "mean", Consensus: cc}, fakeCID("genesis"), nil, ver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hasSync := func(effs []any) bool {
+		for _, e := range effs {
+			if _, ok := e.(Sync); ok {
+				return true
+			}
+		}
+		return false
+	}
+	if !hasSync(f.Start()) {
+		t.Fatal("a starting follower does not ask for commits")
+	}
+	commit := func(h int) consensus.Commit {
+		c := w.commits[0][h-1]
+		return consensus.Commit{Value: c.BlockBytes, Certificate: c.Certificate}
+	}
+	// A forged certificate: one precommit's signature broken.
+	forged := commit(1)
+	forged.Certificate.Precommits = append([]consensus.Vote(nil), forged.Certificate.Precommits...)
+	forged.Certificate.Precommits[0].Signature = append([]byte{1}, forged.Certificate.Precommits[0].Signature[1:]...)
+	if _, err := f.Step(Committed{Commit: forged}); err == nil || f.Height() != 1 {
+		t.Fatalf("forged certificate: err %v, height %d", err, f.Height())
+	}
+	// Heights 3 and 2 arrive before 1: held, then applied in order.
+	for range syncTicks {
+		_, _ = f.Step(Tick{})
+	}
+	out, err := f.Step(Committed{Commit: commit(3)})
+	if err != nil || !hasSync(out) || f.Height() != 1 {
+		t.Fatalf("a commit ahead: err %v, sync %v, height %d", err, hasSync(out), f.Height())
+	}
+	if _, err := f.Step(Committed{Commit: commit(2)}); err != nil {
+		t.Fatal(err)
+	}
+	out, err = f.Step(Committed{Commit: commit(1)})
+	if err != nil || f.Height() != 4 || !f.Head().Equals(w.commits[0][2].Block.Result.Cid) {
+		t.Fatalf("after 1..3: err %v, height %d, head %s", err, f.Height(), f.Head())
+	}
+	var commits, trains int
+	for _, e := range out {
+		switch e := e.(type) {
+		case Commit:
+			commits++
+		case Train:
+			trains++
+			if e.Height != 4 || !e.Base.Equals(f.Head()) {
+				t.Fatalf("trains %d on %s", e.Height, e.Base)
+			}
+		}
+	}
+	if commits != 3 || trains != 1 {
+		t.Fatalf("%d commits and %d train effects, want 3 and 1", commits, trains)
+	}
+}
+
+// With ActiveWindow the proposer does not wait out the window once every
+// trainer active at the last heights has delivered.
+func TestActiveWindowShortensRounds(t *testing.T) {
+	ticksFor := func(window int) int {
+		w := newWorld(t, 4, 4, -1)
+		for _, c := range w.cores {
+			c.cfg.CollectTicks, c.cfg.ActiveWindow = 40, window
+			c.cfg.Consensus.TimeoutPropose = 200
+		}
+		ticks := 0
+		for len(w.commits[0]) < 4 && ticks < 5000 {
+			w.run(len(w.commits[0])+1, 1)
+			ticks++
+		}
+		checkChain(t, w, 4)
+		return ticks
+	}
+	slow, fast := ticksFor(0), ticksFor(2)
+	t.Logf("4 heights: %d ticks waiting out the window, %d with the active window", slow, fast)
+	if !(fast < slow) {
+		t.Fatalf("active window: %d ticks, full window: %d", fast, slow)
 	}
 }

@@ -84,7 +84,13 @@ func FetchRange(ctx context.Context, h host.Host, p peer.ID, network string, fro
 	if err := s.CloseWrite(); err != nil {
 		return nil, err
 	}
-	br := bufio.NewReader(s)
+	return ReadRange(bufio.NewReader(s), n)
+}
+
+// ReadRange decodes a range response of at most n items: each a uvarint
+// length (≤ MaxRangeItemBytes, checked before allocating) and its bytes,
+// until EOF.
+func ReadRange(br *bufio.Reader, n int) ([][]byte, error) {
 	var out [][]byte
 	for len(out) < n {
 		size, err := binary.ReadUvarint(br)

@@ -1,7 +1,10 @@
 package p2p
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"context"
 	"fmt"
 	"testing"
@@ -49,4 +52,30 @@ func TestRange(t *testing.T) {
 	if _, err := FetchRange(ctx, b, a.ID(), "other", 0, 1); err == nil {
 		t.Fatal(fmt.Sprint("a request on another network's protocol was answered"))
 	}
+}
+
+// FuzzReadRange: any response bytes decode to at most n items or an
+// ErrRange error, never a panic or an allocation beyond the bound; what
+// decodes accounts for no more bytes than the input holds.
+func FuzzReadRange(f *testing.F) {
+	f.Add([]byte{3, 'o', 'n', 'e', 0}, 4)
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}, 1)
+	f.Add([]byte{5, 'a'}, 2)
+	f.Fuzz(func(t *testing.T, data []byte, n int) {
+		n = 1 + (n%MaxRangeItems+MaxRangeItems)%MaxRangeItems
+		items, err := ReadRange(bufio.NewReader(bytes.NewReader(data)), n)
+		if err != nil && !errors.Is(err, ErrRange) {
+			t.Fatalf("error %v is not ErrRange", err)
+		}
+		if len(items) > n {
+			t.Fatalf("%d items for a bound of %d", len(items), n)
+		}
+		used := 0
+		for _, it := range items {
+			used += len(binary.AppendUvarint(nil, uint64(len(it)))) + len(it)
+		}
+		if used > len(data) {
+			t.Fatalf("%d items of %d bytes from %d input bytes", len(items), used, len(data))
+		}
+	})
 }
