@@ -165,17 +165,23 @@ func LoadConfig(path string, env []string) (Config, error) {
 	if und := md.Undecoded(); len(und) > 0 {
 		return cfg, fmt.Errorf("%w: %s: unknown key %q (see peer init's config.toml for the keys)", ErrConfig, path, und[0].String())
 	}
-	if err := applyEnv(&cfg, env); err != nil {
+	applied, err := applyEnv(&cfg, env)
+	if err != nil {
 		return cfg, err
 	}
 	if err := cfg.Validate(); err != nil {
+		if len(applied) > 0 {
+			return cfg, fmt.Errorf("%s with %s from the environment: %w", path, strings.Join(applied, ", "), err)
+		}
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
 	return cfg, nil
 }
 
-// applyEnv sets every field named by a MURMUR_<SECTION>_<KEY> variable.
-func applyEnv(cfg *Config, env []string) error {
+// applyEnv sets every field named by a MURMUR_<SECTION>_<KEY> variable and
+// returns the names of those it applied.
+func applyEnv(cfg *Config, env []string) ([]string, error) {
+	var applied []string
 	vars := map[string]string{}
 	for _, kv := range env {
 		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "MURMUR_") {
@@ -201,10 +207,12 @@ func applyEnv(cfg *Config, env []string) error {
 			if err := setField(f, s); err != nil {
 				return fmt.Errorf("%w: %s=%q: %v", ErrConfig, name, s, err)
 			}
+			applied = append(applied, name)
 		}
 		return nil
 	}
-	return walk(reflect.ValueOf(cfg).Elem(), "")
+	err := walk(reflect.ValueOf(cfg).Elem(), "")
+	return applied, err
 }
 
 func setField(f reflect.Value, s string) error {

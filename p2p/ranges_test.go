@@ -3,9 +3,9 @@ package p2p
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
-	"context"
 	"fmt"
 	"testing"
 

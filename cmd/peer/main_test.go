@@ -104,3 +104,59 @@ func TestSimJSONOnRealMNIST(t *testing.T) {
 		}
 	}
 }
+
+// peer init writes a usable home once and refuses to overwrite it; start
+// and status explain what is missing or wrong in one line.
+func TestInitStartStatusErrors(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "h")
+	code, out, errOut := runPeer("init", "--home", home)
+	if code != 0 || !strings.Contains(out, "peer id 12D3KooW") {
+		t.Fatalf("init: code %d\n%s%s", code, out, errOut)
+	}
+	for _, f := range []string{"key", "config.toml", "genesis.json", "store", "data"} {
+		if _, err := os.Stat(filepath.Join(home, f)); err != nil {
+			t.Fatalf("init did not make %s: %v", f, err)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		code int
+		want string
+	}{
+		{args: []string{"init", "--home", home}, code: 1, want: "already initialised"},
+		{args: []string{"start", "--home", filepath.Join(home, "nope")}, code: 1, want: "run `peer init"},
+		{args: []string{"start", "--home", home, "--log-format", "xml"}, code: 1, want: "log.format"},
+		{args: []string{"start", "--home", home}, env: map[string]string{"MURMUR_API_LISTEN": "8.8.8.8:1"}, code: 1, want: "MURMUR_API_LISTEN"},
+		{args: []string{"start", "--home", home}, env: map[string]string{"MURMUR_P2P_MDNS": "maybe"}, code: 1, want: "MURMUR_P2P_MDNS"},
+		{args: []string{"status", "--api", "127.0.0.1:1"}, code: 1, want: "is it running?"},
+	} {
+		for k, v := range tc.env {
+			t.Setenv(k, v)
+		}
+		code, _, errOut := runPeer(tc.args...)
+		if code != tc.code || !strings.Contains(errOut, tc.want) || strings.Count(strings.TrimSpace(errOut), "\n") > 0 {
+			t.Errorf("%v %v: code %d, stderr %q; want code %d and one line with %q", tc.args, tc.env, code, errOut, tc.code, tc.want)
+		}
+		for k := range tc.env {
+			os.Unsetenv(k)
+		}
+	}
+	// A corrupt config names the file and the line.
+	if err := os.WriteFile(filepath.Join(home, "config.toml"), []byte("[p2p\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := runPeer("start", "--home", home); code != 1 || !strings.Contains(errOut, "config.toml: line") {
+		t.Fatalf("corrupt config: code %d, %q", code, errOut)
+	}
+	// A corrupt genesis names the file.
+	if err := os.WriteFile(filepath.Join(home, "config.toml"), []byte(""), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, "genesis.json"), []byte("{\"network\": 7}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := runPeer("start", "--home", home); code != 1 || !strings.Contains(errOut, "genesis.json") {
+		t.Fatalf("corrupt genesis: code %d, %q", code, errOut)
+	}
+}
