@@ -75,6 +75,9 @@ type Aggregation struct {
 	ClipTau   float64 `json:"clip_tau,omitempty"`
 	ClipIters int     `json:"clip_iters,omitempty"`
 	NormBound float64 `json:"norm_bound,omitempty"`
+	// ServerMomentum μ: each height also moves by μ times the previous
+	// height's step (read from the chain, so still re-executable).
+	ServerMomentum float64 `json:"server_momentum,omitempty"`
 }
 
 // TrainSpec is each trainer's local work per height.
@@ -113,6 +116,10 @@ type RoundSpec struct {
 	// HeadTicks is how often a validator republishes its latest commit on
 	// the heads topic, so that peers arriving later learn the head.
 	HeadTicks int `json:"head_ticks"`
+	// WaitAll makes proposers wait (up to the collection window) for an
+	// update from every listed trainer, so that blocks do not depend on
+	// timing (the simulator's reproducibility).
+	WaitAll bool `json:"wait_all,omitempty"`
 }
 
 // DefaultGenesis is a network of the given validators training the 2NN
@@ -230,6 +237,9 @@ func (g *Genesis) Validate() error {
 	if _, err := g.ConsensusConfig(); err != nil {
 		return gerr("round", "%v", err)
 	}
+	if r.WaitAll && len(g.Trainers) == 0 {
+		return gerr("round.wait_all", "needs a trainers list (whom to wait for)")
+	}
 	if r.CollectTicks < 0 {
 		return gerr("round.collect_ticks", "%d: want ≥ 0", r.CollectTicks)
 	}
@@ -267,7 +277,7 @@ func (g *Genesis) ConsensusConfig() (consensus.Config, error) {
 func (g *Genesis) AggConfig() learner.AggConfig {
 	a := g.Aggregation
 	return learner.AggConfig{Rule: a.Rule, Trim: a.Trim, KrumF: a.KrumF, KrumM: a.KrumM, ClipTau: a.ClipTau,
-		ClipIters: a.ClipIters, NormBound: a.NormBound}
+		ClipIters: a.ClipIters, NormBound: a.NormBound, ServerMomentum: a.ServerMomentum}
 }
 
 // TrainConfig is the learner's view of local training.

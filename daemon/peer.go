@@ -51,6 +51,7 @@ type options struct {
 	fetch      time.Duration
 	onCommit   func(node.Commit)
 	noDiscover bool
+	wrapStore  func(node.Store) node.Store
 }
 
 // WithHost runs the peer on an existing host (an in-memory mocknet host in
@@ -82,6 +83,13 @@ func WithRegistry(r *prometheus.Registry) Option { return func(o *options) { o.r
 
 // WithFetchTimeout bounds one DAG fetch (default 60 s).
 func WithFetchTimeout(d time.Duration) Option { return func(o *options) { o.fetch = d } }
+
+// WithStoreWrapper puts w between the node and its store: the simulator's
+// Byzantine peers use it to store wrong aggregates (a lying proposer, a
+// validator that rejects honest blocks).
+func WithStoreWrapper(w func(node.Store) node.Store) Option {
+	return func(o *options) { o.wrapStore = w }
+}
 
 // WithOnCommit is told of every commit, after it is stored.
 func WithOnCommit(f func(node.Commit)) Option { return func(o *options) { o.onCommit = f } }
@@ -342,13 +350,17 @@ func (p *Peer) restore(ctx context.Context, genesis cid.Cid) (*node.Core, []cons
 	}
 	id := p.id.String()
 	cc, _ := p.gen.ConsensusConfig()
+	expected := 0
+	if p.gen.Round.WaitAll {
+		expected = len(p.gen.Trainers)
+	}
 	signer, err := p2p.NewKeySigner(p.priv)
 	if err != nil {
 		return nil, nil, err
 	}
 	core, err := node.New(node.Config{Network: p.gen.Network, Self: id, Validator: p.gen.IsValidator(id),
 		Trainer: p.gen.MayTrain(id) && p.cfg.Train.Enabled, Rule: p.gen.Aggregation.Rule,
-		CollectTicks: p.gen.Round.CollectTicks, ActiveWindow: 2, Consensus: cc}, genesis, signer, p2p.PeerVerifier{})
+		CollectTicks: p.gen.Round.CollectTicks, ActiveWindow: 2, ExpectedUpdates: expected, Consensus: cc}, genesis, signer, p2p.PeerVerifier{})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -449,6 +461,9 @@ func (p *Peer) makeShell(core *node.Core) error {
 	s := &node.Shell{Core: core, Store: p.store, WAL: p.wal, Ledger: p.led, Signer: signer, Agg: p.gen.AggConfig(),
 		Codec: codec, TopK: p.gen.Codec.TopK, Tick: tick, HeadTicks: p.gen.Round.HeadTicks, Log: p.log,
 		Net: &network{name: p.gen.Network, host: p.host, g: p.gsp, bsw: p.bsw, store: p.store, priv: p.priv, fetchTimeout: p.o.fetch}}
+	if p.o.wrapStore != nil {
+		s.Store = p.o.wrapStore(s.Store)
+	}
 	if core.IsTrainer() {
 		if s.Trainer, err = p.makeTrainer(); err != nil {
 			return err
@@ -536,7 +551,11 @@ func (t *Trainer) Train(_ context.Context, height uint64, base []float32) ([]flo
 	if _, err := learner.Train(m, t.Data, t.Config, rand.New(rand.NewPCG(t.Seed, height))); err != nil {
 		return nil, 0, err
 	}
-	return learner.Delta(m.Params, base), min(t.Data.N(), t.Config.Steps*t.Config.BatchSize), nil
+	samples := t.Data.N() * max(t.Config.Epochs, 1)
+	if t.Config.Steps > 0 {
+		samples = min(t.Data.N(), t.Config.Steps*t.Config.BatchSize)
+	}
+	return learner.Delta(m.Params, base), samples, nil
 }
 
 // privacy.json records how many privatised updates this peer released.
@@ -665,6 +684,9 @@ func (p *Peer) Host() host.Host { return p.host }
 
 // Store is the peer's block store.
 func (p *Peer) Store() *storage.Store { return p.store }
+
+// Bitswap is the peer's block exchange (its statistics count model bytes).
+func (p *Peer) Bitswap() *bitswap.Bitswap { return p.bsw }
 
 // Registry holds the peer's metrics.
 func (p *Peer) Registry() *prometheus.Registry { return p.reg }

@@ -50,6 +50,9 @@ type AggConfig struct {
 	// ClipIters is L, default 3.
 	ClipTau   float64
 	ClipIters int
+	// ServerMomentum μ in [0, 1): the new model moves by the aggregate plus
+	// μ times the previous height's step (ApplyMomentum). 0: plain FedAvg.
+	ServerMomentum float64
 	// NormBound, when > 0, first scales every update down to at most this L2
 	// norm (Sun et al. 2019), whatever the rule.
 	NormBound float64
@@ -64,6 +67,8 @@ func (c AggConfig) Validate() error {
 	switch {
 	case c.Trim < 0 || c.Trim >= 0.5 || math.IsNaN(c.Trim):
 		return fmt.Errorf("%w: trimmed fraction %v must be in [0, 0.5)", ErrConfig, c.Trim)
+	case c.ServerMomentum < 0 || c.ServerMomentum >= 1 || math.IsNaN(c.ServerMomentum):
+		return fmt.Errorf("%w: server momentum %v must be in [0, 1)", ErrConfig, c.ServerMomentum)
 	case c.KrumF < 0 || c.KrumM < 0:
 		return fmt.Errorf("%w: krum f=%d m=%d must be ≥ 0", ErrConfig, c.KrumF, c.KrumM)
 	case c.ClipTau < 0 || math.IsNaN(c.ClipTau) || c.ClipIters < 0:

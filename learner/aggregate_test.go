@@ -187,3 +187,29 @@ func TestRobustRulesResistAttacks(t *testing.T) {
 		}
 	}
 }
+
+func TestApplyMomentum(t *testing.T) {
+	base := []float32{1, 2, 3}
+	parent := []float32{0.5, 2, 4}
+	agg := []float32{0.1, -0.1, 0}
+	for _, tc := range []struct {
+		name   string
+		parent []float32
+		mu     float64
+		want   []float32
+	}{
+		{"no momentum", parent, 0, []float32{1.1, 1.9, 3}},
+		{"first height", nil, 0.9, []float32{1.1, 1.9, 3}},
+		{"momentum", parent, 0.5, []float32{1 + 0.1 + 0.25, 1.9, 3 - 0.5}},
+	} {
+		got := ApplyMomentum(base, tc.parent, agg, tc.mu)
+		for i := range got {
+			if d := got[i] - tc.want[i]; d > 1e-6 || d < -1e-6 {
+				t.Fatalf("%s: %v, want %v", tc.name, got, tc.want)
+			}
+		}
+	}
+	if err := (AggConfig{Rule: RuleMean, ServerMomentum: 1}).Validate(); err == nil {
+		t.Fatal("momentum 1 accepted")
+	}
+}

@@ -160,6 +160,26 @@ func Delta(local, base []float32) []float32 {
 	return d
 }
 
+// ApplyMomentum is server momentum (FedAvgM, Hsu et al. 2019) computed
+// from the chain alone: base + agg + μ·(base − parent), where parent is the
+// model base was made from (nil at the first height: no momentum). Every
+// validator holds both, so the step stays re-executable and bit-identical.
+func ApplyMomentum(base, parent, agg []float32, mu float64) []float32 {
+	if mu == 0 || parent == nil {
+		return Apply(base, agg)
+	}
+	if len(parent) != len(base) || len(agg) != len(base) {
+		panic("learner: ApplyMomentum of vectors of different length")
+	}
+	m := float32(mu)
+	out := make([]float32, len(base))
+	for i := range out {
+		v := float32(agg[i]) + float32(m*float32(base[i]-parent[i]))
+		out[i] = float32(base[i] + v)
+	}
+	return out
+}
+
 // Apply returns base + delta as a new vector.
 func Apply(base, delta []float32) []float32 {
 	if len(delta) != len(base) {

@@ -30,6 +30,10 @@ type Config struct {
 	// only until it falls out of the window, a new one from its second
 	// height on.
 	ActiveWindow int
+	// ExpectedUpdates, if > 0, also lets the proposer propose once this
+	// many updates are in (a closed set of trainers, all delivered): with
+	// it, which updates a block holds does not depend on timing.
+	ExpectedUpdates int
 	// Consensus is the consensus setting; a peer that does not vote still
 	// needs its network and validator set to check commit certificates.
 	Consensus consensus.Config
@@ -387,7 +391,8 @@ func (c *Core) maybePropose() {
 	if len(ups) == 0 {
 		return // nothing to aggregate yet: wait (the round may time out)
 	}
-	if c.ticks < c.cfg.CollectTicks && !c.allActiveIn() {
+	all := c.cfg.ExpectedUpdates > 0 && len(ups) >= c.cfg.ExpectedUpdates
+	if c.ticks < c.cfg.CollectTicks && !all && !c.allActiveIn() {
 		return
 	}
 	k := keyOf(c.head, ups)

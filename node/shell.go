@@ -455,21 +455,53 @@ func (s *Shell) aggregate(ctx context.Context, f Aggregate, done chan<- any) {
 		s.Log.Warn("base model unavailable; cannot aggregate", "height", f.Height, "base", f.Base, "err", err)
 		return
 	}
-	ups := make([]learner.Update, len(f.Updates))
-	for i, c := range f.Updates {
+	// An update that is present but unusable (malformed, for another base
+	// or network, NaN, no samples) is left out of the rule by every
+	// validator alike — the judgement depends on its bytes only — so one
+	// bad author cannot stall the round; the block still lists it.
+	ups := make([]learner.Update, 0, len(f.Updates))
+	for _, c := range f.Updates {
 		u, delta, err := s.Store.GetUpdate(ctx, c, ck.Layers)
-		if err != nil {
-			s.Log.Warn("update unreadable", "update", c, "err", err)
+		if errors.Is(err, storage.ErrNotFound) || ctx.Err() != nil {
+			s.Log.Warn("update missing; cannot aggregate yet", "update", c, "err", err)
 			return
 		}
-		ups[i] = learner.Update{ID: c.String(), Delta: delta, Samples: u.Samples}
+		if err == nil && (u.Network != s.Core.cfg.Network || u.Height != f.Height || !u.Base.Equals(f.Base)) {
+			err = fmt.Errorf("update for %s/%d on %s", u.Network, u.Height, u.Base)
+		}
+		lu := learner.Update{ID: c.String(), Delta: delta}
+		if u != nil {
+			lu.Samples = u.Samples
+		}
+		if err == nil {
+			err = learner.ValidateUpdate(lu, len(base.Params))
+		}
+		if err != nil {
+			s.Log.Warn("update left out of the aggregate", "update", c, "err", err)
+			continue
+		}
+		ups = append(ups, lu)
 	}
-	agg, err := learner.Aggregate(s.Agg, ups)
-	if err != nil {
-		s.Log.Warn("aggregation failed", "height", f.Height, "err", err)
-		return
+	params := base.Params
+	if len(ups) > 0 {
+		agg, err := learner.Aggregate(s.Agg, ups)
+		if err != nil {
+			s.Log.Warn("aggregation failed", "height", f.Height, "err", err)
+			return
+		}
+		var parent []float32
+		if s.Agg.ServerMomentum > 0 && ck.Parent != nil {
+			// Momentum needs the step that made the base: its parent model.
+			_, pm, err := s.base(ctx, ck.Parent.Cid)
+			if err != nil {
+				s.Log.Warn("parent model unavailable; cannot aggregate with momentum", "height", f.Height, "err", err)
+				return
+			}
+			parent = pm.Params
+		}
+		params = learner.ApplyMomentum(base.Params, parent, agg, s.Agg.ServerMomentum)
 	}
-	res, err := s.Store.PutCheckpoint(ctx, storage.Model{Arch: base.Arch, Layers: base.Layers, Params: learner.Apply(base.Params, agg)},
+	res, err := s.Store.PutCheckpoint(ctx, storage.Model{Arch: base.Arch, Layers: base.Layers, Params: params},
 		storage.CheckpointMeta{Height: f.Height, Parent: f.Base})
 	if err != nil {
 		send(ctx, done, fmt.Errorf("node: storing aggregate: %w", err))

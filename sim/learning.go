@@ -165,6 +165,9 @@ type Round struct {
 	AggSeconds   float64 `json:"aggregate_seconds"`
 	EvalSeconds  float64 `json:"eval_seconds"`
 	Seconds      float64 `json:"seconds"`
+	// CommitRound is the consensus round that committed the height (full
+	// stack; > 0 when a proposer failed or lied).
+	CommitRound int32 `json:"commit_round"`
 }
 
 // Report is the outcome of a run.
@@ -293,7 +296,7 @@ func Run(ctx context.Context, cfg Config, train, test *learner.Dataset, observe 
 		if err != nil {
 			return rep, fmt.Errorf("round %d: %w", r, err)
 		}
-		global = next
+		st.parent, global = global.Params, next
 		t := time.Now()
 		ev, err := learner.Evaluate(global, test)
 		if err != nil {
@@ -327,6 +330,7 @@ type chain struct {
 	store  *storage.Store
 	layers []storage.Layer
 	head   cid.Cid
+	parent []float32 // the model before the head (server momentum)
 }
 
 // put stores m as the checkpoint of height h on top of the head.
@@ -489,7 +493,7 @@ func runRound(ctx context.Context, cfg Config, peers []*peer, global *learner.Mo
 		if err != nil {
 			return round, nil, err
 		}
-		m := &learner.Model{Arch: global.Arch, Params: learner.Apply(global.Params, agg)}
+		m := &learner.Model{Arch: global.Arch, Params: learner.ApplyMomentum(global.Params, st.parent, agg, cfg.Agg.ServerMomentum)}
 		c, err := st.put(ctx, m, r)
 		if err != nil {
 			return round, nil, err

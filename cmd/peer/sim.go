@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -39,6 +37,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	trim := fs.Float64("trim", 0, "trimmed mean: fraction β cut from each end, in [0,0.5) (0: 0.3)")
 	krumF := fs.Int("krum-f", 0, "Multi-Krum: Byzantine inputs tolerated (0: the most n allows)")
 	krumM := fs.Int("krum-m", 0, "Multi-Krum: inputs averaged (0: n−f)")
+	momentum := fs.Float64("server-momentum", def.Agg.ServerMomentum, "server momentum μ: each height also moves by μ × the previous height's step (0: plain)")
 	normBound := fs.Float64("norm-bound", 0, "clip every update to this L2 norm before aggregating (0: off)")
 	partition := fs.String("partition", def.Partition.String(), "data split: iid, dirichlet:A or shards:K")
 	model := fs.String("model", def.Model, "architecture: 2nn or cnn")
@@ -55,11 +54,18 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	seed := fs.Uint64("seed", def.Seed, "seed of everything random in the run")
 	workers := fs.Int("workers", 0, "peers trained concurrently (0: GOMAXPROCS)")
 	centralized := fs.Bool("centralized", false, "also train the model centrally for the same number of epochs and report centralized_accuracy")
-	out := fs.String("out", "", "write rounds.csv and report.json into this folder")
+	out := fs.String("out", "", "write report.html, plots (PNG, SVG), rounds.csv, report.json and head.car here (default: a murmur-sim-SEED folder in the temp dir)")
 	matrix := fs.Bool("matrix", false, "run every aggregator honestly and under every attack (with --byzantine F) and print the accuracy table")
 	matrixRules := fs.String("matrix-aggregators", strings.Join(learner.Rules, ","), "aggregators of --matrix")
 	matrixAttacks := fs.String("matrix-attacks", strings.Join(learner.Attacks, ","), "attacks of --matrix")
+	matrixFractions := fs.String("matrix-fractions", "", "Byzantine fractions of --matrix, e.g. 0,0.1,0.2,0.3 (default: --byzantine)")
 	asJSON := fs.Bool("json", false, "print one JSON summary object on stdout (the table goes to stderr)")
+	learningOnly := fs.Bool("learning-only", false, "simulate only the learning (no network, consensus or storage): the fast engine the attack matrix uses")
+	scenario := fs.String("scenario", "", "scenario file (TOML): settings plus a timeline of crashes, partitions, late joins, lying peers")
+	latency := fs.Int("latency-ms", 2, "full stack: one-way latency of every link")
+	bandwidth := fs.Float64("bandwidth-mbps", 0, "full stack: bandwidth of every link (0: unlimited)")
+	codec := fs.String("codec", "dense", "full stack: update encoding dense, int8 or topk")
+	topk := fs.Float64("topk", 0.01, "full stack: fraction of each update kept by --codec topk")
 	load := dataFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -68,7 +74,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := def
 	cfg.Peers, cfg.Rounds, cfg.Byzantine, cfg.Model, cfg.Seed, cfg.Workers = *peers, *rounds, *byz, *model, *seed, *workers
 	cfg.Train.Epochs, cfg.Train.Steps, cfg.Train.BatchSize, cfg.Train.LR = *epochs, *steps, *batch, *lr
-	cfg.Agg = learner.AggConfig{Rule: *agg, Trim: *trim, KrumF: *krumF, KrumM: *krumM, NormBound: *normBound}
+	cfg.Agg = learner.AggConfig{Rule: *agg, Trim: *trim, KrumF: *krumF, KrumM: *krumM, NormBound: *normBound, ServerMomentum: *momentum}
 	var err error
 	if cfg.Partition, err = learner.ParsePartition(*partition); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -98,6 +104,32 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	nw := sim.Network{LatencyMs: *latency, BandwidthMbps: *bandwidth, Codec: *codec, TopK: *topk}
+	title := "murmur simulation"
+	if *scenario != "" {
+		sc, err := sim.LoadScenario(*scenario)
+		if err != nil {
+			return err
+		}
+		if err := sc.Apply(&cfg); err != nil {
+			return fmt.Errorf("%s: %w", *scenario, err)
+		}
+		nw = sc.Network
+		if sc.Name != "" {
+			title = "murmur simulation: " + sc.Name
+		}
+		if *learningOnly {
+			return fmt.Errorf("%w: a scenario runs on the full stack, not with --learning-only", errUsage)
+		}
+	}
+	full := !*learningOnly && !*matrix
+	if *out == "" && !*matrix {
+		*out = filepath.Join(os.TempDir(), fmt.Sprintf("murmur-sim-%d", cfg.Seed))
+	}
+	if full && (cfg.Attack.Omniscient() || (cfg.DP != nil && cfg.DP.Mode == sim.DPSample)) {
+		return fmt.Errorf("%w: %s on the full stack is not simulated (ALIE/IPM need every honest update first; DP-SGD is learning-only): add --learning-only", errUsage,
+			map[bool]string{true: cfg.Attack.Name, false: "--dp-mode sample"}[cfg.Attack.Omniscient()])
+	}
 	train, test, err := load(stderr)
 	if err != nil {
 		return err
@@ -114,18 +146,43 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				return fmt.Errorf("%w: %v", errUsage, err)
 			}
 		}
-		cells, err := runMatrix(ctx, cfg, rules, attacks, train, test, table, stderr)
+		fractions := []float64{0, float64(cfg.Byzantine) / float64(cfg.Peers)}
+		if *matrixFractions != "" {
+			fractions = nil
+			for _, f := range strings.Split(*matrixFractions, ",") {
+				v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+				if err != nil || v < 0 || v >= 0.5 {
+					return fmt.Errorf("%w: --matrix-fractions: %q is not a fraction in [0, 0.5)", errUsage, f)
+				}
+				fractions = append(fractions, v)
+			}
+		}
+		res, err := runMatrixFractions(ctx, cfg, rules, attacks, fractions, train, test, table, stderr)
 		if err != nil {
 			return err
 		}
+		if *out != "" {
+			rep := sim.Report{Seed: cfg.Seed, Peers: cfg.Peers, Byzantine: cfg.Byzantine, Attack: "matrix", Aggregator: strings.Join(rules, ", "),
+				Partition: cfg.Partition.String(), Model: cfg.Model}
+			if err := sim.WriteOutput(*out, sim.Output{Title: "murmur attack matrix", Report: rep, Compare: res.Series, Matrix: res.Rows,
+				Summary: map[string]any{"seed": cfg.Seed, "peers": cfg.Peers, "partition": cfg.Partition.String(), "rounds": cfg.Rounds, "matrix": res.Cells},
+				Extra: map[string]string{"engine": "learning only (each cell is a full run)", "cells": fmt.Sprint(len(res.Cells))}}); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "report: %s\n", filepath.Join(*out, "report.html"))
+		}
 		if *asJSON {
 			return writeJSON(stdout, map[string]any{"seed": cfg.Seed, "peers": cfg.Peers, "byzantine": cfg.Byzantine,
-				"partition": cfg.Partition.String(), "rounds": cfg.Rounds, "matrix": cells})
+				"partition": cfg.Partition.String(), "rounds": cfg.Rounds, "matrix": res.Cells})
 		}
 		return nil
 	}
-	fmt.Fprintf(stderr, "sim: %d peers (%d Byzantine: %s), %s, %s, %s, %d rounds × %s, seed %d\n",
-		cfg.Peers, cfg.Byzantine, cfg.Attack.Name, cfg.Agg.String(), cfg.Partition, cfg.Model, cfg.Rounds, localWork(cfg.Train), cfg.Seed)
+	engine := "full stack: libp2p mocknet, gossipsub, bitswap, BFT consensus with WAL and ledger, re-executed aggregation"
+	if !full {
+		engine = "learning only"
+	}
+	fmt.Fprintf(stderr, "sim: %d peers (%d Byzantine: %s), %s, %s, %s, %d rounds × %s, seed %d\nsim: %s\n",
+		cfg.Peers, cfg.Byzantine, cfg.Attack.Name, cfg.Agg.String(), cfg.Partition, cfg.Model, cfg.Rounds, localWork(cfg.Train), cfg.Seed, engine)
 	if cfg.DP != nil {
 		fmt.Fprintf(stderr, "sim: DP (%s) on every honest peer: clip %g, δ %g, σ %s\n", cfg.DP.Mode, cfg.DP.Clip, *dpDelta,
 			map[bool]string{true: fmt.Sprint(cfg.DP.Sigma), false: fmt.Sprintf("chosen for ε = %g", cfg.DP.Epsilon)}[cfg.DP.Sigma > 0])
@@ -152,7 +209,13 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer car.Close()
 		cfg.HeadCAR = car
 	}
-	rep, err := sim.Run(ctx, cfg, train, test, func(r sim.Round) {
+	runner := sim.Run
+	if full {
+		runner = func(ctx context.Context, cfg sim.Config, train, test *learner.Dataset, observe func(sim.Round)) (sim.Report, error) {
+			return sim.RunNetwork(ctx, cfg, nw, train, test, observe)
+		}
+	}
+	rep, err := runner(ctx, cfg, train, test, func(r sim.Round) {
 		_ = bar.Clear()
 		fmt.Fprintf(table, "%5d %8.2f %7.4f %7.4f %6d %8.3f %9s %-14s %5v %6.1f\n", r.Round, 100*r.Accuracy, r.Loss, r.TrainLoss,
 			r.Contributors, r.UpdateNorm, fmtEps(r.Epsilon), shortCID(r.HeadCID), r.HeadsAgree, r.Seconds)
@@ -171,10 +234,14 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		sum.CentralizedAccuracy = &acc
 	}
 	if *out != "" {
-		if err := writeSimOutput(*out, sum); err != nil {
+		sum.Out = *out
+		extra := map[string]string{"engine": engine, "command": "peer " + strings.Join(append([]string{"sim"}, args...), " ")}
+		if sum.CentralizedAccuracy != nil {
+			extra["centralized baseline"] = fmt.Sprintf("%.2f%%", 100**sum.CentralizedAccuracy)
+		}
+		if err := sim.WriteOutput(*out, sim.Output{Title: title, Report: rep, Summary: sum, Extra: extra}); err != nil {
 			return err
 		}
-		sum.Out = *out
 	}
 	if *asJSON {
 		return writeJSON(stdout, sum)
@@ -188,8 +255,8 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "privacy (%s, σ = %.4f): the most any honest peer spent is ε = %.3f at δ = %g\n", rep.DPMode, rep.DPSigma, rep.Epsilon, *dpDelta)
 	}
 	if *out != "" {
-		fmt.Fprintf(stdout, "report: %s (per round: rounds.csv; head model: `peer inspect %s`)\n",
-			filepath.Join(*out, "report.json"), filepath.Join(*out, "head.car"))
+		fmt.Fprintf(stdout, "report: %s (plots: accuracy, bytes, round-time .png/.svg; per round: rounds.csv; summary: report.json; head model: `peer inspect %s`)\n",
+			filepath.Join(*out, "report.html"), filepath.Join(*out, "head.car"))
 	}
 	return nil
 }
@@ -241,43 +308,3 @@ func centralizedBaseline(cfg sim.Config, train, test *learner.Dataset, stderr io
 	return ev.Accuracy, err
 }
 
-func writeSimOutput(dir string, sum simSummary) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.Create(filepath.Join(dir, "rounds.csv"))
-	if err != nil {
-		return err
-	}
-	w := csv.NewWriter(f)
-	_ = w.Write([]string{"round", "accuracy", "loss", "train_loss", "contributors", "aggregate_norm", "epsilon", "head_cid",
-		"heads_agree", "bytes_received_per_peer", "train_seconds", "aggregate_seconds", "eval_seconds", "seconds"})
-	g := func(x float64) string {
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return ""
-		}
-		return strconv.FormatFloat(x, 'g', 8, 64)
-	}
-	for _, r := range sum.Rounds {
-		_ = w.Write([]string{strconv.Itoa(r.Round), g(r.Accuracy), g(float64(r.Loss)), g(float64(r.TrainLoss)), strconv.Itoa(r.Contributors),
-			g(float64(r.UpdateNorm)), g(r.Epsilon), r.HeadCID, strconv.FormatBool(r.HeadsAgree), strconv.FormatInt(r.BytesPerPeer, 10),
-			g(r.TrainSeconds), g(r.AggSeconds), g(r.EvalSeconds), g(r.Seconds)})
-	}
-	w.Flush()
-	if err := w.Error(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	jf, err := os.Create(filepath.Join(dir, "report.json"))
-	if err != nil {
-		return err
-	}
-	if err := writeJSON(jf, sum); err != nil {
-		jf.Close()
-		return err
-	}
-	return jf.Close()
-}

@@ -1,0 +1,587 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/murmur-ml/murmur/daemon"
+	"github.com/murmur-ml/murmur/learner"
+	"github.com/murmur-ml/murmur/node"
+	"github.com/murmur-ml/murmur/storage"
+)
+
+// Network is the setting of a full-stack run that the learning-only Config
+// does not have: the in-memory network's links, the round's timing, and a
+// timeline of faults.
+type Network struct {
+	LatencyMs     int     `toml:"latency_ms"`     // one-way, every link
+	BandwidthMbps float64 `toml:"bandwidth_mbps"` // per link (0: unlimited)
+	TickMs        int     `toml:"tick_ms"`        // consensus tick (default 20)
+	// WindowTicks is how long a proposer waits for updates at most, and the
+	// propose timeout (default 1500 ticks = 30 s: every trainer normally
+	// delivers long before, and blocks then hold exactly one update per
+	// trainer, so the run is reproducible).
+	WindowTicks int `toml:"window_ticks"`
+	// Codec encodes updates (dense, int8 or topk; default dense) and TopK is
+	// the kept fraction with topk (error feedback stays with each trainer).
+	Codec string  `toml:"codec"`
+	TopK  float64 `toml:"topk"`
+	// Lying lists peers whose aggregates are wrong (a Byzantine proposer or
+	// validator); they need not be among the attacking trainers.
+	Lying []int `toml:"lying"`
+	// Late lists peers started only by a "join" event.
+	Late   []int   `toml:"late"`
+	Events []Event `toml:"event"`
+	// Dir holds the peers' write-ahead logs and ledgers (default: a
+	// temporary folder, removed at the end).
+	Dir string `toml:"-"`
+	Log *slog.Logger `toml:"-"`
+}
+
+// Event is one step of a scenario's timeline: at committed height At, do
+// Action to Peers. Actions: crash (stop without a word), restart (start
+// again from its log, ledger and store), join (start a late peer),
+// partition (cut Peers off from the rest), heal (restore every link).
+type Event struct {
+	At     int    `toml:"at"`
+	Action string `toml:"action"`
+	Peers  []int  `toml:"peers"`
+}
+
+// ErrScenario reports an unusable scenario.
+var ErrScenario = errors.New("sim: scenario")
+
+// Validate checks the network setting against the run's peers.
+func (n Network) Validate(peers int) error {
+	check := func(what string, ids []int) error {
+		for _, i := range ids {
+			if i < 0 || i >= peers {
+				return fmt.Errorf("%w: %s names peer %d of %d", ErrScenario, what, i, peers)
+			}
+		}
+		return nil
+	}
+	if err := errors.Join(check("lying", n.Lying), check("late", n.Late)); err != nil {
+		return err
+	}
+	for k, e := range n.Events {
+		switch e.Action {
+		case "crash", "restart", "join", "partition", "heal":
+		default:
+			return fmt.Errorf("%w: event %d: action %q (want crash, restart, join, partition or heal)", ErrScenario, k, e.Action)
+		}
+		if err := check(fmt.Sprintf("event %d", k), e.Peers); err != nil {
+			return err
+		}
+		if e.At < 0 {
+			return fmt.Errorf("%w: event %d at height %d", ErrScenario, k, e.At)
+		}
+	}
+	if n.LatencyMs < 0 || n.BandwidthMbps < 0 || n.TickMs < 0 || n.WindowTicks < 0 {
+		return fmt.Errorf("%w: negative latency, bandwidth, tick or window", ErrScenario)
+	}
+	return nil
+}
+
+// netPeer is one simulated peer across its runs.
+type netPeer struct {
+	i      int
+	host   host.Host
+	store  *storage.Store
+	home   string
+	data   *learner.Dataset
+	byz    bool
+	lying  bool
+	cur    *daemon.Peer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// RunNetwork runs cfg on the full stack: cfg.Peers complete murmur peers
+// (daemon: node core and shell, consensus with write-ahead logs and
+// ledgers, validating stores, gossipsub with validators, bitswap, the
+// gorgonia trainer) over an in-memory libp2p network, until cfg.Rounds
+// heights are committed. observe is told of each committed height.
+func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learner.Dataset, observe func(Round)) (Report, error) {
+	start := time.Now()
+	if err := cfg.Validate(); err != nil {
+		return Report{}, err
+	}
+	if err := nw.Validate(cfg.Peers); err != nil {
+		return Report{}, err
+	}
+	if cfg.DP != nil && cfg.DP.Mode == DPSample {
+		return Report{}, fmt.Errorf("%w: the full-stack simulator privatises updates (dp mode update); DP-SGD runs in the learning-only one", ErrConfig)
+	}
+	if cfg.Attack.Omniscient() {
+		return Report{}, fmt.Errorf("%w: %s needs every honest update of the round before it forges its own; the learning-only simulator runs it", ErrConfig, cfg.Attack.Name)
+	}
+	if nw.TickMs == 0 {
+		nw.TickMs = 20
+	}
+	if nw.WindowTicks == 0 {
+		nw.WindowTicks = 1500
+	}
+	log := nw.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dir := nw.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "murmur-sim-")
+		if err != nil {
+			return Report{}, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	parts, err := cfg.Partition.Split(train.Labels, cfg.Peers, peerRand(cfg.Seed, 0, 0, purposePartition))
+	if err != nil {
+		return Report{}, err
+	}
+	roles := peerRand(cfg.Seed, 0, 0, purposeRoles).Perm(cfg.Peers)[:cfg.Byzantine]
+	mn := mocknet.New()
+	defer mn.Close()
+	keys := rand.New(rand.NewChaCha8(seedBytes(cfg.Seed)))
+	peers := make([]*netPeer, cfg.Peers)
+	var vals []daemon.Validator
+	var ids []string
+	for i := range peers {
+		priv, _, err := crypto.GenerateEd25519Key(chachaReader{keys})
+		if err != nil {
+			return Report{}, err
+		}
+		h, err := mn.AddPeer(priv, ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&255, i>>8&255, i&255)))
+		if err != nil {
+			return Report{}, err
+		}
+		p := &netPeer{i: i, host: h, home: filepath.Join(dir, fmt.Sprintf("peer%d", i)), data: train.Subset(parts[i]),
+			store: storage.NewStore(dssync.MutexWrap(ds.NewMapDatastore()), nil), byz: slices.Contains(roles, i), lying: slices.Contains(nw.Lying, i)}
+		if p.byz {
+			p.data = cfg.Attack.Poison(p.data)
+		}
+		peers[i] = p
+		vals = append(vals, daemon.Validator{ID: h.ID().String(), Power: 1})
+		ids = append(ids, h.ID().String())
+	}
+	opts := mocknet.LinkOptions{Latency: time.Duration(nw.LatencyMs) * time.Millisecond, Bandwidth: nw.BandwidthMbps * 1e6 / 8}
+	mn.SetLinkDefaults(opts)
+	if err := mn.LinkAll(); err != nil {
+		return Report{}, err
+	}
+
+	g := daemon.DefaultGenesis("sim", vals)
+	g.Trainers = ids
+	g.Model.Arch, g.Model.Seed = cfg.Model, cfg.Seed
+	a := cfg.Agg
+	g.Aggregation = daemon.Aggregation{Rule: a.Rule, Trim: a.Trim, KrumF: a.KrumF, KrumM: a.KrumM, ClipTau: a.ClipTau, ClipIters: a.ClipIters, NormBound: a.NormBound, ServerMomentum: a.ServerMomentum}
+	g.Round = daemon.RoundSpec{TickMillis: nw.TickMs, CollectTicks: nw.WindowTicks, TimeoutPropose: nw.WindowTicks, TimeoutPrevote: 50,
+		TimeoutPrecommit: 50, TimeoutDelta: 25, RebroadcastTicks: 100, HeadTicks: 25, WaitAll: true}
+	if cfg.DP != nil {
+		budget := cfg.DP.Budget
+		if budget == 0 {
+			budget = 1e9
+		}
+		g.DP = &daemon.DPSpec{Clip: cfg.DP.Clip, Sigma: cfg.DP.Sigma, Epsilon: budget, Delta: cfg.DP.delta()}
+	}
+	if nw.Codec != "" {
+		g.Codec = daemon.CodecSpec{Name: nw.Codec, TopK: nw.TopK}
+	}
+	if err := g.Validate(); err != nil {
+		return Report{}, err
+	}
+	genesis, err := g.GenesisModel(ctx, nil)
+	if err != nil {
+		return Report{}, err
+	}
+	arch, _ := learner.ArchByName(cfg.Model)
+
+	run := &netRun{cfg: cfg, nw: nw, g: g, mn: mn, peers: peers, log: log, heads: map[uint64]map[int]string{},
+		commits: make(chan node.Commit, 1024), arch: arch}
+	defer run.stopAll()
+	for _, p := range peers {
+		if !slices.Contains(nw.Late, p.i) {
+			if err := run.start(ctx, p); err != nil {
+				return Report{}, err
+			}
+		}
+	}
+
+	rep := Report{Seed: cfg.Seed, Peers: cfg.Peers, Byzantine: cfg.Byzantine, ByzantinePeers: slices.Sorted(slices.Values(roles)),
+		Attack: cfg.Attack.Name, Aggregator: cfg.Agg.String(), Partition: cfg.Partition.String(), Model: cfg.Model,
+		ModelParams: arch.NumParams(), ModelBytes: 4 * arch.NumParams(), HeadCID: genesis.String()}
+	fired := make([]bool, len(nw.Events))
+	fire := func(h int) error {
+		for k, e := range nw.Events {
+			if !fired[k] && e.At <= h {
+				fired[k] = true
+				log.Info("scenario", "height", h, "action", e.Action, "peers", e.Peers)
+				if err := run.do(ctx, e); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := fire(0); err != nil {
+		return rep, err
+	}
+	last := time.Now()
+	var lastBytes int64
+	for committed := 0; committed < cfg.Rounds; {
+		var c node.Commit
+		select {
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		case err := <-run.failed():
+			return rep, err
+		case c = <-run.commits:
+		}
+		if int(c.Height) <= committed {
+			continue
+		}
+		committed = int(c.Height)
+		r := Round{Round: committed, HeadCID: c.Block.Result.String(), Contributors: len(c.Block.Updates), Seconds: time.Since(last).Seconds(),
+			CommitRound: c.Certificate.Round}
+		last = time.Now()
+		evalStart := time.Now()
+		_, m, err := run.headModel(ctx, c.Block.Result.Cid)
+		if err != nil {
+			return rep, err
+		}
+		ev, err := learner.Evaluate(&learner.Model{Arch: arch, Params: m.Params}, test)
+		if err != nil {
+			return rep, err
+		}
+		r.Accuracy, r.Loss, r.EvalSeconds = ev.Accuracy, Metric(ev.Loss), time.Since(evalStart).Seconds()
+		bytes := run.bytesReceived()
+		r.BytesPerPeer = (bytes - lastBytes) / int64(cfg.Peers)
+		lastBytes = bytes
+		r.HeadsAgree = run.agree(c.Height)
+		r.Epsilon = run.epsilon()
+		rep.Rounds = append(rep.Rounds, r)
+		if observe != nil {
+			observe(r)
+		}
+		if err := fire(committed); err != nil {
+			return rep, err
+		}
+	}
+	// Every running honest peer reaches the last height with the same head.
+	final := uint64(cfg.Rounds)
+	deadline := time.Now().Add(30 * time.Second)
+	for !run.allAt(final) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	rep.RoundsCommitted = len(rep.Rounds)
+	last2 := rep.Rounds[len(rep.Rounds)-1]
+	rep.FinalAccuracy, rep.FinalLoss, rep.HeadCID = last2.Accuracy, last2.Loss, last2.HeadCID
+	rep.HeadsAgree = run.allAt(final) && run.agreeAll()
+	rep.BytesPerPeerRound = lastBytes / int64(cfg.Peers) / int64(rep.RoundsCommitted)
+	rep.Epsilon = run.epsilon()
+	if cfg.DP != nil {
+		rep.DPMode, rep.DPSigma = DPUpdate, cfg.DP.Sigma
+	}
+	if cfg.HeadCAR != nil {
+		if _, err := peers[run.observer()].store.ExportCAR(ctx, cid.MustParse(rep.HeadCID), cfg.HeadCAR); err != nil {
+			return rep, err
+		}
+	}
+	rep.Seconds = time.Since(start).Seconds()
+	return rep, nil
+}
+
+type netRun struct {
+	cfg     Config
+	nw      Network
+	g       *daemon.Genesis
+	mn      mocknet.Mocknet
+	peers   []*netPeer
+	log     *slog.Logger
+	arch    learner.Arch
+	commits chan node.Commit
+	mu      sync.Mutex
+	heads   map[uint64]map[int]string // height → peer → head committed
+	errs    chan error
+}
+
+func (r *netRun) failed() chan error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.errs == nil {
+		r.errs = make(chan error, len(r.peers))
+	}
+	return r.errs
+}
+
+// observer is the honest running peer whose commits drive the run.
+func (r *netRun) observer() int {
+	for _, p := range r.peers {
+		if !p.byz && !p.lying && p.cur != nil {
+			return p.i
+		}
+	}
+	return 0
+}
+
+func (r *netRun) start(ctx context.Context, p *netPeer) error {
+	seed := *noiseSeed(r.cfg.Seed, p.i, 0)
+	opts := []daemon.Option{daemon.WithHost(p.host), daemon.WithStore(p.store), daemon.WithData(p.data, nil),
+		daemon.WithLogger(r.log.With("peer", p.i)), daemon.WithNoiseSeed(seed), daemon.WithFetchTimeout(20 * time.Second),
+		daemon.WithTrainer(&simTrainer{inner: &daemon.Trainer{Arch: r.arch, Data: p.data, Config: r.cfg.Train,
+			Seed: r.cfg.Seed ^ uint64(p.i)*0x9e3779b97f4a7c15}, byz: p.byz, attack: r.cfg.Attack, seed: r.cfg.Seed, peer: p.i, n: r.cfg.Peers, f: r.cfg.Byzantine}),
+		daemon.WithOnCommit(func(c node.Commit) {
+			r.mu.Lock()
+			if r.heads[c.Height] == nil {
+				r.heads[c.Height] = map[int]string{}
+			}
+			r.heads[c.Height][p.i] = c.Block.Result.String()
+			r.mu.Unlock()
+			if p.i == r.observer() {
+				select {
+				case r.commits <- c:
+				default:
+				}
+			}
+		})}
+	if p.lying {
+		opts = append(opts, daemon.WithStoreWrapper(func(s node.Store) node.Store { return lyingStore{s} }))
+	}
+	cfg := daemon.DefaultConfig()
+	cfg.Data.EvalSamples = 0
+	cfg.Storage.Sync = false
+	dp, err := daemon.New(ctx, p.home, cfg, r.g, opts...)
+	if err != nil {
+		return fmt.Errorf("sim: peer %d: %w", p.i, err)
+	}
+	for _, q := range r.peers {
+		if q != p && q.cur != nil {
+			if _, err := r.mn.ConnectPeers(p.host.ID(), q.host.ID()); err != nil && !errors.Is(err, context.Canceled) {
+				r.log.Debug("connect", "err", err)
+			}
+		}
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	p.cur, p.cancel, p.done = dp, cancel, make(chan error, 1)
+	errs := r.failed()
+	go func() {
+		err := dp.Run(pctx)
+		p.done <- err
+		if err != nil {
+			errs <- fmt.Errorf("sim: peer %d: %w", p.i, err)
+		}
+	}()
+	return nil
+}
+
+func (r *netRun) stop(p *netPeer) {
+	if p.cur == nil {
+		return
+	}
+	p.cancel()
+	<-p.done
+	p.cur = nil
+	for _, q := range p.host.Network().Peers() {
+		_ = p.host.Network().ClosePeer(q)
+	}
+}
+
+func (r *netRun) stopAll() {
+	for _, p := range r.peers {
+		r.stop(p)
+	}
+}
+
+func (r *netRun) do(ctx context.Context, e Event) error {
+	switch e.Action {
+	case "crash":
+		for _, i := range e.Peers {
+			r.stop(r.peers[i])
+		}
+	case "restart", "join":
+		for _, i := range e.Peers {
+			if r.peers[i].cur == nil {
+				if err := r.start(ctx, r.peers[i]); err != nil {
+					return err
+				}
+			}
+		}
+	case "partition":
+		cut := map[int]bool{}
+		for _, i := range e.Peers {
+			cut[i] = true
+		}
+		for _, a := range r.peers {
+			for _, b := range r.peers {
+				if a.i < b.i && cut[a.i] != cut[b.i] {
+					_ = r.mn.UnlinkPeers(a.host.ID(), b.host.ID())
+					_ = r.mn.DisconnectPeers(a.host.ID(), b.host.ID())
+				}
+			}
+		}
+	case "heal":
+		if err := r.mn.LinkAll(); err != nil {
+			return err
+		}
+		for _, a := range r.peers {
+			for _, b := range r.peers {
+				if a.i < b.i && a.cur != nil && b.cur != nil && a.host.Network().Connectedness(b.host.ID()) != 1 {
+					_, _ = r.mn.ConnectPeers(a.host.ID(), b.host.ID())
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (r *netRun) headModel(ctx context.Context, c cid.Cid) (*storage.Checkpoint, storage.Model, error) {
+	var lastErr error
+	for _, p := range r.peers {
+		ck, m, err := p.store.GetCheckpoint(ctx, c)
+		if err == nil {
+			return ck, m, nil
+		}
+		lastErr = err
+	}
+	return nil, storage.Model{}, lastErr
+}
+
+func (r *netRun) bytesReceived() int64 {
+	var n int64
+	for _, p := range r.peers {
+		if p.cur == nil {
+			continue
+		}
+		if st, err := p.cur.Bitswap().Stat(); err == nil {
+			n += int64(st.DataReceived)
+		}
+	}
+	return n
+}
+
+// agree reports whether every peer that committed h committed the same head.
+func (r *netRun) agree(h uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var want string
+	for _, c := range r.heads[h] {
+		if want == "" {
+			want = c
+		} else if c != want {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *netRun) agreeAll() bool {
+	r.mu.Lock()
+	hs := make([]uint64, 0, len(r.heads))
+	for h := range r.heads {
+		hs = append(hs, h)
+	}
+	r.mu.Unlock()
+	for _, h := range hs {
+		if !r.agree(h) {
+			return false
+		}
+	}
+	return true
+}
+
+// allAt reports whether every running honest peer committed height h.
+func (r *netRun) allAt(h uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.peers {
+		if p.cur == nil || p.lying {
+			continue
+		}
+		if _, ok := r.heads[h][p.i]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *netRun) epsilon() float64 {
+	var e float64
+	for _, p := range r.peers {
+		if p.cur != nil && !p.byz {
+			e = max(e, p.cur.Status().EpsilonSpent)
+		}
+	}
+	return e
+}
+
+// simTrainer is a peer's local training, and for a Byzantine peer its
+// attack on the result.
+type simTrainer struct {
+	inner   node.Trainer
+	byz     bool
+	attack  learner.Attack
+	seed    uint64
+	peer    int
+	n, f    int
+}
+
+func (t *simTrainer) Train(ctx context.Context, height uint64, base []float32) ([]float32, int, error) {
+	delta, samples, err := t.inner.Train(ctx, height, base)
+	if err != nil || !t.byz {
+		return delta, samples, err
+	}
+	return t.attack.Forge(delta, nil, len(delta), t.n, t.f, peerRand(t.seed, t.peer, int(height), purposeAttack)), samples, nil
+}
+
+// lyingStore stores a wrong aggregate: every checkpoint above genesis that
+// this peer computes is shifted, so its proposals carry a result no honest
+// validator reproduces and its votes refuse honest blocks.
+type lyingStore struct{ node.Store }
+
+func (l lyingStore) PutCheckpoint(ctx context.Context, m storage.Model, meta storage.CheckpointMeta) (cid.Cid, error) {
+	if meta.Height > 0 {
+		p := slices.Clone(m.Params)
+		for i := range p {
+			p[i] += 0.01
+		}
+		m.Params = p
+	}
+	return l.Store.PutCheckpoint(ctx, m, meta)
+}
+
+// chachaReader turns a seeded generator into the io.Reader key generation
+// wants, so that peer identities (and so every signature and CID) follow
+// from the seed.
+type chachaReader struct{ r *rand.Rand }
+
+func (c chachaReader) Read(b []byte) (int, error) {
+	for i := range b {
+		b[i] = byte(c.r.Uint32())
+	}
+	return len(b), nil
+}
+
+func seedBytes(seed uint64) [32]byte {
+	var s [32]byte
+	for i := range 8 {
+		s[i] = byte(seed >> (8 * i))
+	}
+	s[8] = 'k'
+	return s
+}
