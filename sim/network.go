@@ -50,7 +50,7 @@ type Network struct {
 	Events []Event `toml:"event"`
 	// Dir holds the peers' write-ahead logs and ledgers (default: a
 	// temporary folder, removed at the end).
-	Dir string `toml:"-"`
+	Dir string       `toml:"-"`
 	Log *slog.Logger `toml:"-"`
 }
 
@@ -533,12 +533,12 @@ func (r *netRun) epsilon() float64 {
 // simTrainer is a peer's local training, and for a Byzantine peer its
 // attack on the result.
 type simTrainer struct {
-	inner   node.Trainer
-	byz     bool
-	attack  learner.Attack
-	seed    uint64
-	peer    int
-	n, f    int
+	inner  node.Trainer
+	byz    bool
+	attack learner.Attack
+	seed   uint64
+	peer   int
+	n, f   int
 }
 
 func (t *simTrainer) Train(ctx context.Context, height uint64, base []float32) ([]float32, int, error) {

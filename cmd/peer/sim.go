@@ -166,7 +166,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				Partition: cfg.Partition.String(), Model: cfg.Model}
 			if err := sim.WriteOutput(*out, sim.Output{Title: "murmur attack matrix", Report: rep, Compare: res.Series, Matrix: res.Rows,
 				Summary: map[string]any{"seed": cfg.Seed, "peers": cfg.Peers, "partition": cfg.Partition.String(), "rounds": cfg.Rounds, "matrix": res.Cells},
-				Extra: map[string]string{"engine": "learning only (each cell is a full run)", "cells": fmt.Sprint(len(res.Cells))}}); err != nil {
+				Extra:   map[string]string{"engine": "learning only (each cell is a full run)", "cells": fmt.Sprint(len(res.Cells))}}); err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "report: %s\n", filepath.Join(*out, "report.html"))
@@ -307,4 +307,3 @@ func centralizedBaseline(cfg sim.Config, train, test *learner.Dataset, stderr io
 	ev, err := learner.Evaluate(m, test)
 	return ev.Accuracy, err
 }
-
