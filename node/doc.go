@@ -31,6 +31,19 @@
 //     here) gets Behind: the shell broadcasts a run of commits from the
 //     ledger; the consensus machine applies them in order after checking
 //     their certificates, so it never adopts a head without one.
+//  7. Every validator publishes each commit on the heads topic (and again
+//     every HeadTicks). A peer that learns of a commit beyond its height —
+//     a trainer that does not vote, a peer that starts late or restarts —
+//     emits Sync; the shell fetches a run of commits from a peer over the
+//     range protocol and feeds them back as Committed. Each certificate is
+//     checked against the validator set and each block must build on the
+//     head, so the chain is verified back to what the peer trusts; the
+//     peer trains once, on the last head.
+//
+// The proposer waits at most CollectTicks for updates; it proposes earlier
+// once every trainer active in the last ActiveWindow heights has delivered
+// (or ExpectedUpdates are in: a closed set, for reproducible blocks).
+// Restore puts a core where its write-ahead log and ledger say it was.
 //
 // Effects that must be durable before others (consensus records before
 // messages) come first in the returned slice; the shell runs them in order.

@@ -1,18 +1,28 @@
-// Package sim runs many murmur peers in one process.
+// Package sim runs many murmur peers in one process, two ways.
 //
-// This first version (issue 1/6) simulates the learning only: N peers, each
-// with its own partition of the training set, run rounds of seeded local
-// training from the shared model, optional differential privacy, optional
-// Byzantine behaviour, and aggregation. Every honest peer aggregates the
-// round's updates itself, in its own (shuffled) arrival order, and the run
-// checks that all of them reach the same model hash: the determinism contract
-// of DESIGN.md §2 exercised on every round. Networking, storage and consensus
-// are not in the loop yet; issue 6/6 replaces Run's insides with full peers
-// over an in-memory libp2p network and keeps this Config and Report.
+// RunNetwork is the full stack: N complete peers built by package daemon —
+// node core and shell, consensus with write-ahead logs and ledgers,
+// validating stores, gossipsub with validators, bitswap, the gorgonia
+// trainer with its privacy budget — over an in-memory libp2p network
+// (mocknet) with per-link latency and bandwidth. A Network adds a timeline
+// of faults (crash, restart, partition, heal, a late join), peers whose
+// aggregates lie, and update codecs; a Scenario file (TOML) carries one.
+// Peer identities, data partitions, training, DP noise and, because
+// proposers wait for every listed trainer, block contents all follow from
+// the seed: the same seed and fault-free scenario give the same head CIDs.
+// Byzantine trainers run the attacks of package learner on their own
+// update (ALIE and IPM, which need every honest update of the round first,
+// and DP-SGD run in the learning-only engine).
 //
-// How it is driven: Run(ctx, cfg, train, test, observe) runs to completion,
-// calling observe after each round from the calling goroutine. Local training
-// of the peers of a round runs on a bounded pool of goroutines; each peer's
-// randomness comes from its own generator derived from (seed, peer, round), so
-// results do not depend on scheduling.
+// Run is the learning-only engine (issue 1/6): the same training,
+// aggregation and DP without network, storage or consensus, every honest
+// peer aggregating in its own shuffled order and checking bit-identical
+// results. It is fast, so the attack matrix uses it.
+//
+// Both return a Report of Rounds; WriteOutput turns one into rounds.csv,
+// report.json, PNG and SVG plots and a self-contained report.html.
+//
+// How it is driven: RunNetwork and Run run to completion, calling observe
+// after each committed round from the calling goroutine. Randomness comes
+// from generators derived from (seed, peer, round, purpose).
 package sim

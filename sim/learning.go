@@ -192,7 +192,11 @@ type Report struct {
 	DPMode            string  `json:"dp_mode,omitempty"`
 	DPSigma           float64 `json:"dp_sigma,omitempty"`
 	Seconds           float64 `json:"seconds"`
-	Rounds            []Round `json:"rounds"`
+	// HeapPerPeer is the Go heap in use at the end of a full-stack run
+	// divided by the number of peers (store contents included: the
+	// simulator keeps blocks in memory).
+	HeapPerPeer uint64  `json:"heap_bytes_per_peer,omitempty"`
+	Rounds      []Round `json:"rounds"`
 }
 
 // peerRand derives a peer's generator for one purpose and round, so that the

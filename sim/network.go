@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -212,7 +213,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	}
 	arch, _ := learner.ArchByName(cfg.Model)
 
-	run := &netRun{cfg: cfg, nw: nw, g: g, mn: mn, peers: peers, log: log, heads: map[uint64]map[int]string{},
+	run := &netRun{cfg: cfg, nw: nw, g: g, mn: mn, peers: peers, log: log, heads: map[uint64]map[int]string{}, train: map[uint64]float64{},
 		commits: make(chan node.Commit, 1024), arch: arch}
 	defer run.stopAll()
 	for _, p := range peers {
@@ -274,6 +275,9 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 		r.BytesPerPeer = (bytes - lastBytes) / int64(cfg.Peers)
 		lastBytes = bytes
 		r.HeadsAgree = run.agree(c.Height)
+		run.mu.Lock()
+		r.TrainSeconds = run.train[c.Height]
+		run.mu.Unlock()
 		r.Epsilon = run.epsilon()
 		rep.Rounds = append(rep.Rounds, r)
 		if observe != nil {
@@ -303,6 +307,9 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 			return rep, err
 		}
 	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	rep.HeapPerPeer = ms.HeapInuse / uint64(cfg.Peers)
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
 }
@@ -318,7 +325,14 @@ type netRun struct {
 	commits chan node.Commit
 	mu      sync.Mutex
 	heads   map[uint64]map[int]string // height → peer → head committed
+	train   map[uint64]float64        // height → slowest local training, seconds
 	errs    chan error
+}
+
+func (r *netRun) trained(height uint64, d time.Duration) {
+	r.mu.Lock()
+	r.train[height] = max(r.train[height], d.Seconds())
+	r.mu.Unlock()
 }
 
 func (r *netRun) failed() chan error {
@@ -345,7 +359,7 @@ func (r *netRun) start(ctx context.Context, p *netPeer) error {
 	opts := []daemon.Option{daemon.WithHost(p.host), daemon.WithStore(p.store), daemon.WithData(p.data, nil),
 		daemon.WithLogger(r.log.With("peer", p.i)), daemon.WithNoiseSeed(seed), daemon.WithFetchTimeout(20 * time.Second),
 		daemon.WithTrainer(&simTrainer{inner: &daemon.Trainer{Arch: r.arch, Data: p.data, Config: r.cfg.Train,
-			Seed: r.cfg.Seed ^ uint64(p.i)*0x9e3779b97f4a7c15}, byz: p.byz, attack: r.cfg.Attack, seed: r.cfg.Seed, peer: p.i, n: r.cfg.Peers, f: r.cfg.Byzantine}),
+			Seed: r.cfg.Seed ^ uint64(p.i)*0x9e3779b97f4a7c15}, byz: p.byz, attack: r.cfg.Attack, seed: r.cfg.Seed, peer: p.i, n: r.cfg.Peers, f: r.cfg.Byzantine, took: r.trained}),
 		daemon.WithOnCommit(func(c node.Commit) {
 			r.mu.Lock()
 			if r.heads[c.Height] == nil {
@@ -539,10 +553,13 @@ type simTrainer struct {
 	seed   uint64
 	peer   int
 	n, f   int
+	took   func(uint64, time.Duration)
 }
 
 func (t *simTrainer) Train(ctx context.Context, height uint64, base []float32) ([]float32, int, error) {
+	start := time.Now()
 	delta, samples, err := t.inner.Train(ctx, height, base)
+	t.took(height, time.Since(start))
 	if err != nil || !t.byz {
 		return delta, samples, err
 	}
