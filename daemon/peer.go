@@ -543,13 +543,19 @@ type Trainer struct {
 	Data   *learner.Dataset
 	Config learner.TrainConfig
 	Seed   uint64
+	// Observe, if set, is told each height's training statistics.
+	Observe func(height uint64, st learner.TrainStats)
 }
 
 // Train implements node.Trainer.
 func (t *Trainer) Train(_ context.Context, height uint64, base []float32) ([]float32, int, error) {
 	m := &learner.Model{Arch: t.Arch, Params: append([]float32(nil), base...)}
-	if _, err := learner.Train(m, t.Data, t.Config, rand.New(rand.NewPCG(t.Seed, height))); err != nil {
+	st, err := learner.Train(m, t.Data, t.Config, rand.New(rand.NewPCG(t.Seed, height)))
+	if err != nil {
 		return nil, 0, err
+	}
+	if t.Observe != nil {
+		t.Observe(height, st)
 	}
 	samples := t.Data.N() * max(t.Config.Epochs, 1)
 	if t.Config.Steps > 0 {

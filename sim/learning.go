@@ -77,8 +77,10 @@ func DefaultConfig() Config {
 	part, _ := learner.ParsePartition("dirichlet:0.5")
 	atk, _ := learner.ParseAttack(learner.AttackSignFlip)
 	return Config{
-		Peers: 8, Rounds: 10, Model: learner.Arch2NN, Partition: part,
-		Train: learner.DefaultTrainConfig(), Agg: learner.AggConfig{Rule: learner.RuleTrimmedMean},
+		Peers: 8, Rounds: 12, Model: learner.Arch2NN, Partition: part,
+		// Server momentum 0.5 lifts the trimmed mean's plateau under label
+		// skew (94.1% → 95.1% at 12 rounds, docs/figures.md).
+		Train: learner.DefaultTrainConfig(), Agg: learner.AggConfig{Rule: learner.RuleTrimmedMean, ServerMomentum: 0.5},
 		Byzantine: 2, Attack: atk, Seed: 1,
 	}
 }

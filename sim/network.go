@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -213,7 +214,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	}
 	arch, _ := learner.ArchByName(cfg.Model)
 
-	run := &netRun{cfg: cfg, nw: nw, g: g, mn: mn, peers: peers, log: log, heads: map[uint64]map[int]string{}, train: map[uint64]float64{},
+	run := &netRun{cfg: cfg, nw: nw, g: g, mn: mn, peers: peers, log: log, heads: map[uint64]map[int]string{}, train: map[uint64]float64{}, losses: map[uint64][]float64{},
 		commits: make(chan node.Commit, 1024), arch: arch}
 	defer run.stopAll()
 	for _, p := range peers {
@@ -245,6 +246,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	}
 	last := time.Now()
 	var lastBytes int64
+	var prev []float32
 	for committed := 0; committed < cfg.Rounds; {
 		var c node.Commit
 		select {
@@ -277,7 +279,12 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 		r.HeadsAgree = run.agree(c.Height)
 		run.mu.Lock()
 		r.TrainSeconds = run.train[c.Height]
+		r.TrainLoss = Metric(meanOf(run.losses[c.Height]))
 		run.mu.Unlock()
+		if prev != nil {
+			r.UpdateNorm = Metric(learner.L2Norm(learner.Delta(m.Params, prev)))
+		}
+		prev = m.Params
 		r.Epsilon = run.epsilon()
 		rep.Rounds = append(rep.Rounds, r)
 		if observe != nil {
@@ -326,6 +333,7 @@ type netRun struct {
 	mu      sync.Mutex
 	heads   map[uint64]map[int]string // height → peer → head committed
 	train   map[uint64]float64        // height → slowest local training, seconds
+	losses  map[uint64][]float64      // height → honest peers' training losses
 	errs    chan error
 }
 
@@ -359,7 +367,13 @@ func (r *netRun) start(ctx context.Context, p *netPeer) error {
 	opts := []daemon.Option{daemon.WithHost(p.host), daemon.WithStore(p.store), daemon.WithData(p.data, nil),
 		daemon.WithLogger(r.log.With("peer", p.i)), daemon.WithNoiseSeed(seed), daemon.WithFetchTimeout(20 * time.Second),
 		daemon.WithTrainer(&simTrainer{inner: &daemon.Trainer{Arch: r.arch, Data: p.data, Config: r.cfg.Train,
-			Seed: r.cfg.Seed ^ uint64(p.i)*0x9e3779b97f4a7c15}, byz: p.byz, attack: r.cfg.Attack, seed: r.cfg.Seed, peer: p.i, n: r.cfg.Peers, f: r.cfg.Byzantine, took: r.trained}),
+			Seed: r.cfg.Seed ^ uint64(p.i)*0x9e3779b97f4a7c15, Observe: func(h uint64, st learner.TrainStats) {
+				if !p.byz {
+					r.mu.Lock()
+					r.losses[h] = append(r.losses[h], st.Loss)
+					r.mu.Unlock()
+				}
+			}}, byz: p.byz, attack: r.cfg.Attack, seed: r.cfg.Seed, peer: p.i, n: r.cfg.Peers, f: r.cfg.Byzantine, took: r.trained}),
 		daemon.WithOnCommit(func(c node.Commit) {
 			r.mu.Lock()
 			if r.heads[c.Height] == nil {
@@ -542,6 +556,17 @@ func (r *netRun) epsilon() float64 {
 		}
 	}
 	return e
+}
+
+func meanOf(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
 }
 
 // simTrainer is a peer's local training, and for a Byzantine peer its
