@@ -2,9 +2,11 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -112,4 +114,34 @@ func TestScenarioLyingProposer(t *testing.T) {
 		t.Fatal("no height needed a second round: the liar never proposed, the test shows nothing")
 	}
 	t.Logf("%d of %d heights committed after refusing the liar's block", refused, len(rep.Rounds))
+}
+
+// The scenario files shipped in scenarios/ parse and apply.
+func TestScenarioFilesParse(t *testing.T) {
+	files, err := filepath.Glob("../scenarios/*.toml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scenario files: %v", err)
+	}
+	for _, f := range files {
+		sc, err := LoadScenario(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := DefaultConfig()
+		if err := sc.Apply(&cfg); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	if err := os.WriteFile(bad, []byte("[network]\nevent = [{at = 1, action = \"explode\"}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := LoadScenario(bad)
+	if err == nil {
+		cfg := DefaultConfig()
+		err = sc.Apply(&cfg)
+	}
+	if !errors.Is(err, ErrScenario) {
+		t.Fatalf("an unknown action: %v", err)
+	}
 }
