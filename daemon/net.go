@@ -145,5 +145,5 @@ func dagLinks(c cid.Cid, b []byte) ([]cid.Cid, error) {
 	return content, nil
 }
 
-// peerIDs turns the network's connected peers into strings (status).
+// peerCount is how many peers the host is connected to (status).
 func peerCount(h host.Host) int { return len(h.Network().Peers()) }

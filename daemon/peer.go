@@ -727,8 +727,8 @@ func (p *Peer) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); p.discover(ctx) }()
 	}
-	if p.status.Height > 0 {
-		p.evalCh <- cid.MustParse(p.status.HeadCID)
+	if st := p.Status(); st.Height > 0 {
+		p.evalCh <- cid.MustParse(st.HeadCID) // measure the restored head
 	}
 	return p.shell.Run(ctx)
 }

@@ -51,6 +51,7 @@ type cluster struct {
 
 	mu      sync.Mutex
 	commits []map[uint64]node.Commit
+	peers   []*Peer // the current run of each peer
 	running []context.CancelFunc
 	done    []chan error
 }
@@ -58,7 +59,7 @@ type cluster struct {
 // newCluster makes validators voting peers plus extra trainer-only ones.
 func newCluster(t testing.TB, validators, extra int, tweak func(*Genesis)) *cluster {
 	n := validators + extra
-	c := &cluster{t: t, mn: mocknet.New(), commits: make([]map[uint64]node.Commit, n), running: make([]context.CancelFunc, n), done: make([]chan error, n)}
+	c := &cluster{t: t, mn: mocknet.New(), commits: make([]map[uint64]node.Commit, n), peers: make([]*Peer, n), running: make([]context.CancelFunc, n), done: make([]chan error, n)}
 	t.Cleanup(func() { c.mn.Close() })
 	var vals []Validator
 	for i := range n {
@@ -127,7 +128,7 @@ func (c *cluster) start(i int) *Peer {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	c.running[i], c.done[i] = cancel, done
+	c.running[i], c.done[i], c.peers[i] = cancel, done, p
 	go func() { done <- p.Run(ctx) }()
 	return p
 }
@@ -284,13 +285,11 @@ func TestValidatorRestartsFromLog(t *testing.T) {
 	c.waitFor(target, 0, 1, 2, 3)
 	c.agree(target, 0, 1, 2, 3)
 	for i := range 4 {
-		if n := c.status(i, p).Equivocations; n != 0 {
+		if n := c.peers[i].Status().Equivocations; n != 0 {
 			t.Fatalf("peer %d saw %d equivocations", i, n)
 		}
 	}
 }
-
-func (c *cluster) status(_ int, p *Peer) Status { return p.Status() }
 
 // With update-level DP and a budget that allows two updates, every trainer
 // contributes twice, then says so and stops; the network keeps committing

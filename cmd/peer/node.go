@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -280,6 +279,3 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	return nil
 }
-
-// errLocked marks a store held by a running peer.
-var errLocked = errors.New("store in use")
