@@ -278,6 +278,13 @@ func (c *Core) Step(ev any) ([]any, error) {
 	case Announced:
 		// The gossip validator already refused a second update by one
 		// author for one height; the first one stands.
+		// An update that arrives after its height was committed still shows
+		// its author is active: the next proposer waits for it (a peer that
+		// just caught up, or fetches the head late, is otherwise always a
+		// step behind the early proposal and never gets in).
+		if w := uint64(c.cfg.ActiveWindow); e.Height < c.height && e.Height+w >= c.height && e.Height > c.active[e.Author] {
+			c.active[e.Author] = e.Height
+		}
 		switch e.Height {
 		case c.height:
 			if _, dup := c.updates[e.Author]; !dup {

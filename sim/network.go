@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -335,6 +336,7 @@ type netRun struct {
 	train   map[uint64]float64        // height → slowest local training, seconds
 	losses  map[uint64][]float64      // height → honest peers' training losses
 	errs    chan error
+	obs     atomic.Int64
 }
 
 func (r *netRun) trained(height uint64, d time.Duration) {
@@ -352,14 +354,18 @@ func (r *netRun) failed() chan error {
 	return r.errs
 }
 
-// observer is the honest running peer whose commits drive the run.
-func (r *netRun) observer() int {
+// observer is the honest running peer whose commits drive the run; the
+// main goroutine recomputes it after every start and stop (setObserver),
+// peers' commit callbacks read it.
+func (r *netRun) observer() int { return int(r.obs.Load()) }
+
+func (r *netRun) setObserver() {
 	for _, p := range r.peers {
 		if !p.byz && !p.lying && p.cur != nil {
-			return p.i
+			r.obs.Store(int64(p.i))
+			return
 		}
 	}
-	return 0
 }
 
 func (r *netRun) start(ctx context.Context, p *netPeer) error {
@@ -407,6 +413,7 @@ func (r *netRun) start(ctx context.Context, p *netPeer) error {
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	p.cur, p.cancel, p.done = dp, cancel, make(chan error, 1)
+	r.setObserver()
 	errs := r.failed()
 	go func() {
 		err := dp.Run(pctx)
@@ -425,6 +432,7 @@ func (r *netRun) stop(p *netPeer) {
 	p.cancel()
 	<-p.done
 	p.cur = nil
+	r.setObserver()
 	for _, q := range p.host.Network().Peers() {
 		_ = p.host.Network().ClosePeer(q)
 	}
