@@ -71,8 +71,10 @@ type (
 		Update  cid.Cid
 		Samples uint64
 	}
-	// Fetched reports an update (and its shards) present locally.
-	Fetched struct{ Update cid.Cid }
+	// Fetched reports an update (and its shards) present locally;
+	// FetchFailed that getting it failed (it is asked for again).
+	Fetched     struct{ Update cid.Cid }
+	FetchFailed struct{ Update cid.Cid }
 	// Committed is a certified commit heard outside the consensus round (the
 	// heads topic, or a run of commits fetched to catch up).
 	Committed struct{ Commit consensus.Commit }
@@ -172,8 +174,9 @@ type Core struct {
 // maxAhead bounds the commits a non-voting peer holds for later heights;
 // syncTicks is how long it waits for a Sync to answer before asking again.
 const (
-	maxAhead  = 64
-	syncTicks = 20
+	maxAhead     = 64
+	syncTicks    = 20
+	refetchTicks = 25
 )
 
 // New makes a core at height 1 on the genesis model.
@@ -270,6 +273,11 @@ func (c *Core) Step(ev any) ([]any, error) {
 	case Tick:
 		c.ticks++
 		c.synced++
+		if c.ticks%refetchTicks == 0 {
+			for _, u := range c.updates {
+				c.want(u) // asks again for what failed to arrive
+			}
+		}
 		if c.m != nil {
 			c.m.Tick()
 		}
@@ -304,6 +312,8 @@ func (c *Core) Step(ev any) ([]any, error) {
 		}
 	case Fetched:
 		c.fetched[e.Update.KeyString()] = true
+		delete(c.pending, e.Update.KeyString())
+	case FetchFailed:
 		delete(c.pending, e.Update.KeyString())
 	case Aggregated:
 		c.results[keyOf(e.Base, e.Updates)] = e.Result

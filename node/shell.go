@@ -108,7 +108,8 @@ type Shell struct {
 	residual  shard.Residual // top-k error feedback
 	released  int            // updates released under Privacy
 	exhausted bool
-	lastHead  []byte // the latest commit, encoded, for republishing
+	lastHead  []byte    // the latest commit, encoded, for republishing
+	announced *Announce // this peer's announcement at the current height, republished
 }
 
 // Run drives the core until ctx ends. Blocking work (training, fetching,
@@ -147,8 +148,18 @@ func (s *Shell) Run(ctx context.Context) error {
 		case <-ticker.C:
 			ev = Tick{}
 			ticks++
-			if s.HeadTicks > 0 && ticks%s.HeadTicks == 0 && s.lastHead != nil && s.Core.cfg.Validator {
-				s.publishHead(ctx, s.lastHead)
+			if s.HeadTicks > 0 && ticks%s.HeadTicks == 0 {
+				if s.lastHead != nil && s.Core.cfg.Validator {
+					s.publishHead(ctx, s.lastHead)
+				}
+				// An announcement published before the gossip mesh had
+				// formed reached nobody: publish it again (a new gossip
+				// message each time; receivers take it once).
+				if a := s.announced; a != nil && a.Height == s.Core.Height() {
+					if err := s.Net.Announce(ctx, a.Height, a.Update, a.Samples); err != nil && ctx.Err() == nil {
+						s.Log.Debug("re-announce failed", "err", err)
+					}
+				}
 			}
 		case b := <-heads:
 			msg, err := consensus.Decode(b)
@@ -234,6 +245,7 @@ func (s *Shell) apply(ctx context.Context, effects []any, done chan<- any) error
 			}
 			s.spawn(func() { s.train(ctx, f, dp, done) })
 		case Announce:
+			s.announced = &f
 			if err := s.Net.Announce(ctx, f.Height, f.Update, f.Samples); err != nil && ctx.Err() == nil {
 				s.Log.Warn("announce failed", "err", err)
 			}
@@ -241,7 +253,8 @@ func (s *Shell) apply(ctx context.Context, effects []any, done chan<- any) error
 			s.spawn(func() {
 				if err := s.Net.Fetch(ctx, f.Update); err != nil {
 					s.Log.Debug("fetch failed", "update", f.Update, "err", err)
-					return // asked again if a block needs it
+					send(ctx, done, FetchFailed{Update: f.Update})
+					return
 				}
 				send(ctx, done, Fetched{Update: f.Update})
 			})

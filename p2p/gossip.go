@@ -49,11 +49,20 @@ func (f ValidatorFunc) Validate(ctx context.Context, from peer.ID, data []byte) 
 	return f(ctx, from, data)
 }
 
-// messageID is the payload's hash: the same payload relayed by many peers
-// is one message, whoever signed the envelope.
+// messageID identifies one publication: the payload's hash with its
+// publisher and sequence number. Relays of it are one message; the same
+// bytes published again (an announcement re-sent because the first went
+// out before the mesh formed, a consensus rebroadcast after a partition)
+// are a new one. A payload-only ID would make gossipsub drop those for as
+// long as its seen-cache keeps IDs, which is up to a minute whatever the
+// TTL (its cache is swept once a minute); the applications above are
+// idempotent, so duplicates cost bandwidth only.
 func messageID(m *pb.Message) string {
-	sum := sha256.Sum256(m.Data)
-	return string(sum[:])
+	h := sha256.New()
+	h.Write(m.Data)
+	h.Write(m.From)
+	h.Write(m.Seqno)
+	return string(h.Sum(nil))
 }
 
 // GraylistThreshold is the score below which a peer's messages are
@@ -117,10 +126,8 @@ type gossipOptions struct {
 	seenTTL time.Duration
 }
 
-// WithSeenTTL sets how long a message ID is remembered. Message IDs are
-// payload hashes, so a peer that publishes the same bytes again (a
-// consensus rebroadcast after a partition) is heard only once this has
-// passed: keep it below the rebroadcast period.
+// WithSeenTTL sets how long a message ID is remembered (gossipsub sweeps
+// its cache once a minute, so shorter values act as up to a minute).
 func WithSeenTTL(d time.Duration) GossipOption { return func(o *gossipOptions) { o.seenTTL = d } }
 
 // WithScoreInspector receives every peer's score periodically (tests,
