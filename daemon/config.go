@@ -154,16 +154,8 @@ sync = true
 // the key and what is allowed.
 func LoadConfig(path string, env []string) (Config, error) {
 	cfg := DefaultConfig()
-	md, err := toml.DecodeFile(path, &cfg)
-	if err != nil {
-		var perr toml.ParseError
-		if errors.As(err, &perr) {
-			return cfg, fmt.Errorf("%w: %s: line %d: %s", ErrConfig, path, perr.Position.Line, perr.Message)
-		}
-		return cfg, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		return cfg, fmt.Errorf("%w: %s: unknown key %q (see peer init's config.toml for the keys)", ErrConfig, path, und[0].String())
+	if err := DecodeTOMLFile(path, &cfg); err != nil {
+		return cfg, fmt.Errorf("%w: %w (peer init writes every key, commented)", ErrConfig, err)
 	}
 	applied, err := applyEnv(&cfg, env)
 	if err != nil {
@@ -176,6 +168,23 @@ func LoadConfig(path string, env []string) (Config, error) {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// DecodeTOMLFile decodes the TOML file at path into v and refuses keys v
+// does not have; its errors name the file and, for syntax, the line.
+func DecodeTOMLFile(path string, v any) error {
+	md, err := toml.DecodeFile(path, v)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return fmt.Errorf("%s: line %d: %s", path, perr.Position.Line, perr.Message)
+		}
+		return fmt.Errorf("%s: %v", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return fmt.Errorf("%s: unknown key %q", path, und[0].String())
+	}
+	return nil
 }
 
 // applyEnv sets every field named by a MURMUR_<SECTION>_<KEY> variable and

@@ -20,6 +20,7 @@ import (
 	dssync "github.com/ipfs/go-datastore/sync"
 	mh "github.com/multiformats/go-multihash"
 
+	"github.com/murmur-ml/murmur/daemon"
 	"github.com/murmur-ml/murmur/learner"
 	"github.com/murmur-ml/murmur/storage"
 )
@@ -289,7 +290,7 @@ func Run(ctx context.Context, cfg Config, train, test *learner.Dataset, observe 
 	}
 	// Every model is stored as a real checkpoint (dag-cbor manifest over raw
 	// shards), so head CIDs are the ones `peer inspect` reads.
-	st := &chain{store: storage.NewStore(dssync.MutexWrap(ds.NewMapDatastore()), nil), layers: storageLayers(global.Arch)}
+	st := &chain{store: storage.NewStore(dssync.MutexWrap(ds.NewMapDatastore()), nil), layers: daemon.StorageLayers(global.Arch)}
 	defer st.store.Close()
 	if st.head, err = st.put(ctx, global, 0); err != nil {
 		return rep, err
@@ -343,14 +344,6 @@ type chain struct {
 func (c *chain) put(ctx context.Context, m *learner.Model, h int) (cid.Cid, error) {
 	return c.store.PutCheckpoint(ctx, storage.Model{Arch: m.Arch.Name, Layers: c.layers, Params: m.Params},
 		storage.CheckpointMeta{Height: uint64(h), Parent: c.head})
-}
-
-func storageLayers(a learner.Arch) []storage.Layer {
-	out := make([]storage.Layer, len(a.Layers))
-	for i, l := range a.Layers {
-		out[i] = storage.Layer{Name: l.Name, Shape: l.Shape}
-	}
-	return out
 }
 
 type peer struct {

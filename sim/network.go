@@ -216,7 +216,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	arch, _ := learner.ArchByName(cfg.Model)
 
 	run := &netRun{cfg: cfg, nw: nw, g: g, mn: mn, peers: peers, log: log, heads: map[uint64]map[int]string{}, train: map[uint64]float64{}, losses: map[uint64][]float64{},
-		commits: make(chan node.Commit, 1024), arch: arch}
+		commits: make(chan node.Commit, 1024), arch: arch, errs: make(chan error, 4*len(peers))}
 	defer run.stopAll()
 	for _, p := range peers {
 		if !slices.Contains(nw.Late, p.i) {
@@ -253,7 +253,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 		select {
 		case <-ctx.Done():
 			return rep, ctx.Err()
-		case err := <-run.failed():
+		case err := <-run.errs:
 			return rep, err
 		case c = <-run.commits:
 		}
@@ -345,15 +345,6 @@ func (r *netRun) trained(height uint64, d time.Duration) {
 	r.mu.Unlock()
 }
 
-func (r *netRun) failed() chan error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.errs == nil {
-		r.errs = make(chan error, len(r.peers))
-	}
-	return r.errs
-}
-
 // observer is the honest running peer whose commits drive the run; the
 // main goroutine recomputes it after every start and stop (setObserver),
 // peers' commit callbacks read it.
@@ -414,7 +405,7 @@ func (r *netRun) start(ctx context.Context, p *netPeer) error {
 	pctx, cancel := context.WithCancel(ctx)
 	p.cur, p.cancel, p.done = dp, cancel, make(chan error, 1)
 	r.setObserver()
-	errs := r.failed()
+	errs := r.errs
 	go func() {
 		err := dp.Run(pctx)
 		p.done <- err

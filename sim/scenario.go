@@ -1,11 +1,9 @@
 package sim
 
 import (
-	"errors"
 	"fmt"
 
-	"github.com/BurntSushi/toml"
-
+	"github.com/murmur-ml/murmur/daemon"
 	"github.com/murmur-ml/murmur/learner"
 )
 
@@ -44,16 +42,8 @@ type Scenario struct {
 // LoadScenario reads a scenario file; unknown keys are errors.
 func LoadScenario(path string) (Scenario, error) {
 	var s Scenario
-	md, err := toml.DecodeFile(path, &s)
-	if err != nil {
-		var perr toml.ParseError
-		if errors.As(err, &perr) {
-			return s, fmt.Errorf("%w: %s: line %d: %s", ErrScenario, path, perr.Position.Line, perr.Message)
-		}
-		return s, fmt.Errorf("%w: %s: %v", ErrScenario, path, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		return s, fmt.Errorf("%w: %s: unknown key %q", ErrScenario, path, und[0].String())
+	if err := daemon.DecodeTOMLFile(path, &s); err != nil {
+		return s, fmt.Errorf("%w: %w", ErrScenario, err)
 	}
 	return s, nil
 }
