@@ -305,9 +305,16 @@ func (c *Core) Step(ev any) ([]any, error) {
 			}
 		}
 	case Trained:
-		if e.Height == c.height {
+		switch {
+		case e.Height == c.height:
 			c.fetched[e.Update.KeyString()] = true
 			c.updates[c.cfg.Self] = e.Update
+			c.out = append(c.out, Announce{Height: e.Height, Update: e.Update, Samples: e.Samples})
+		case e.Height+1 == c.height:
+			// Too late for its height, but announcing it tells the next
+			// proposer this trainer is active, so it waits for the next
+			// update: a trainer that must fetch each head before training
+			// (a follower) would otherwise always miss the early proposal.
 			c.out = append(c.out, Announce{Height: e.Height, Update: e.Update, Samples: e.Samples})
 		}
 	case Fetched:

@@ -44,6 +44,17 @@ type world struct {
 	queue   [][]any // per core
 	commits [][]Commit
 	liar    int // this core's aggregates are wrong (-1: none)
+	// slow, if set, holds each core's Trained events for this many ticks
+	// (training takes time); quiet drops core late's below height joins.
+	slow  map[int]int
+	late  int
+	joins uint64
+	held  []heldEvent
+}
+
+type heldEvent struct {
+	core, due int
+	ev        any
 }
 
 func newWorld(t *testing.T, n int, seed uint64, liar int) *world {
@@ -95,7 +106,15 @@ func (w *world) apply(i int, effects []any) {
 	for _, e := range effects {
 		switch f := e.(type) {
 		case Train:
-			w.queue[i] = append(w.queue[i], Trained{Height: f.Height, Update: fakeCID("update", w.ids[i], f.Height, f.Base)})
+			tr := Trained{Height: f.Height, Update: fakeCID("update", w.ids[i], f.Height, f.Base)}
+			if d := w.slow[i]; d > 0 {
+				if i == w.late && f.Height < w.joins {
+					continue
+				}
+				w.held = append(w.held, heldEvent{core: i, due: d, ev: tr})
+				continue
+			}
+			w.queue[i] = append(w.queue[i], tr)
 		case Announce:
 			for j := range w.cores {
 				if j != i {
@@ -156,6 +175,15 @@ func (w *world) run(heights, maxTicks int) {
 			out, _ := c.Step(Tick{})
 			w.apply(i, out)
 		}
+		var still []heldEvent
+		for _, h := range w.held {
+			if h.due--; h.due <= 0 {
+				w.queue[h.core] = append(w.queue[h.core], h.ev)
+			} else {
+				still = append(still, h)
+			}
+		}
+		w.held = still
 	}
 }
 
@@ -305,5 +333,33 @@ func TestActiveWindowShortensRounds(t *testing.T) {
 	t.Logf("4 heights: %d ticks waiting out the window, %d with the active window", slow, fast)
 	if !(fast < slow) {
 		t.Fatalf("active window: %d ticks, full window: %d", fast, slow)
+	}
+}
+
+// TestLateTrainerGetsIn: a trainer whose update always lands just after the
+// early proposal (it fetches each head before training) still announces
+// it; that marks it active, so the next proposer waits for it and its
+// updates reach blocks. Dropping the stale update kept it out for good.
+func TestLateTrainerGetsIn(t *testing.T) {
+	w := newWorld(t, 4, 7, -1)
+	// Training takes 3 ticks, core 3 (which fetches each head first) 4.
+	// Its first update (trained at Start) gets in; it then goes quiet until
+	// height 5 (out of the active window) and is slow from there on.
+	w.slow, w.late, w.joins = map[int]int{0: 3, 1: 3, 2: 3, 3: 4}, 3, 5
+	for _, c := range w.cores {
+		c.cfg.CollectTicks, c.cfg.ActiveWindow = 40, 2
+		c.cfg.Consensus.TimeoutPropose = 200
+	}
+	w.run(12, 5000)
+	checkChain(t, w, 12)
+	var full []uint64
+	for _, c := range w.commits[0] {
+		if len(c.Block.Updates) == 4 && c.Height >= 5 {
+			full = append(full, c.Height)
+		}
+	}
+	t.Logf("heights with the slow trainer's update: %v", full)
+	if len(full) < 5 {
+		t.Fatalf("the slow trainer's update reached %d of the 8 blocks after it came back (%v), want most", len(full), full)
 	}
 }

@@ -104,8 +104,9 @@ type Shell struct {
 
 	wg sync.WaitGroup // background work, waited for before Run returns
 
-	trainMu   sync.Mutex     // one training at a time; guards residual
-	residual  shard.Residual // top-k error feedback
+	training  bool           // a training run is under way
+	queued    *Train         // the newest request that waits for it
+	residual  shard.Residual // top-k error feedback (the training run's)
 	released  int            // updates released under Privacy
 	exhausted bool
 	lastHead  []byte    // the latest commit, encoded, for republishing
@@ -169,6 +170,7 @@ func (s *Shell) Run(ctx context.Context) error {
 			}
 			ev = Committed{Commit: *cm}
 		case a := <-anns:
+			s.Log.Debug("update announced", "author", a.Author, "height", a.Height, "at_height", s.Core.Height())
 			ev = a
 		case b := <-cons:
 			msg, err := consensus.Decode(b)
@@ -177,6 +179,14 @@ func (s *Shell) Run(ctx context.Context) error {
 			}
 			ev = ConsensusMsg{Msg: msg}
 		case ev = <-done:
+			if t, ok := ev.(trainingDone); ok {
+				if ev, err = s.trained(ctx, t, done); err != nil {
+					return err
+				}
+				if ev == nil {
+					continue
+				}
+			}
 			if err, ok := ev.(error); ok {
 				return err
 			}
@@ -222,29 +232,20 @@ func (s *Shell) apply(ctx context.Context, effects []any, done chan<- any) error
 			if s.Trainer == nil || s.exhausted {
 				break
 			}
-			var dp *privateRun
-			if p := s.Privacy; p != nil {
-				if !p.Budget.CanSpend(p.DP.Sigma, 1, 1) {
-					s.exhausted = true
-					s.Log.Warn("privacy budget spent: this peer stops contributing updates",
-						"epsilon_spent", p.Budget.Spent(), "epsilon_budget", p.Budget.Epsilon, "updates", s.released)
-					break
-				}
-				// Account before the update can leave: a crash after
-				// releasing must not forget it.
-				if err := p.Budget.Spend(p.DP.Sigma, 1, 1); err != nil {
-					return fmt.Errorf("node: privacy budget: %w", err)
-				}
-				s.released++
-				if p.Spent != nil {
-					if err := p.Spent(s.released); err != nil {
-						return fmt.Errorf("node: recording privacy spend: %w", err)
-					}
-				}
-				dp = &privateRun{cfg: p.DP, epsilon: p.Budget.Spent(), noise: rand.New(rand.NewChaCha8(seedFrom(p.Noise)))}
+			if s.training {
+				// One training at a time. A newer head replaces a request
+				// still waiting: training on a head that is already
+				// stale only queues up behind a slow trainer (each
+				// result too late for its height) and spends privacy
+				// budget for nothing.
+				s.queued = &f
+				break
 			}
-			s.spawn(func() { s.train(ctx, f, dp, done) })
+			if err := s.startTraining(ctx, f, done); err != nil {
+				return err
+			}
 		case Announce:
+			s.Log.Debug("announcing update", "height", f.Height, "update", f.Update, "at_height", s.Core.Height())
 			s.announced = &f
 			if err := s.Net.Announce(ctx, f.Height, f.Update, f.Samples); err != nil && ctx.Err() == nil {
 				s.Log.Warn("announce failed", "err", err)
@@ -259,6 +260,7 @@ func (s *Shell) apply(ctx context.Context, effects []any, done chan<- any) error
 				send(ctx, done, Fetched{Update: f.Update})
 			})
 		case Aggregate:
+			s.Log.Debug("aggregating", "height", f.Height, "updates", len(f.Updates))
 			s.spawn(func() { s.aggregate(ctx, f, done) })
 		case Commit:
 			if err := s.Ledger.Append(consensus.Commit{Value: f.BlockBytes, Certificate: f.Certificate}); err != nil {
@@ -414,18 +416,69 @@ func seedFrom(r *rand.Rand) [32]byte {
 	return s
 }
 
-func (s *Shell) train(ctx context.Context, f Train, dp *privateRun, done chan<- any) {
-	s.trainMu.Lock()
-	defer s.trainMu.Unlock()
+// trainingDone marks the end of a training run; result is its Trained
+// event, or nil when it did not contribute.
+type trainingDone struct{ result any }
+
+// startTraining spends the privacy budget for one update (if private) and
+// trains in the background; the run ends with a trainingDone.
+func (s *Shell) startTraining(ctx context.Context, f Train, done chan<- any) error {
+	var dp *privateRun
+	if p := s.Privacy; p != nil {
+		if !p.Budget.CanSpend(p.DP.Sigma, 1, 1) {
+			s.exhausted = true
+			s.Log.Warn("privacy budget spent: this peer stops contributing updates",
+				"epsilon_spent", p.Budget.Spent(), "epsilon_budget", p.Budget.Epsilon, "updates", s.released)
+			return nil
+		}
+		// Account before the update can leave: a crash after releasing
+		// must not forget it.
+		if err := p.Budget.Spend(p.DP.Sigma, 1, 1); err != nil {
+			return fmt.Errorf("node: privacy budget: %w", err)
+		}
+		s.released++
+		if p.Spent != nil {
+			if err := p.Spent(s.released); err != nil {
+				return fmt.Errorf("node: recording privacy spend: %w", err)
+			}
+		}
+		dp = &privateRun{cfg: p.DP, epsilon: p.Budget.Spent(), noise: rand.New(rand.NewChaCha8(seedFrom(p.Noise)))}
+	}
+	s.training = true
+	s.spawn(func() {
+		res := s.train(ctx, f, dp)
+		send(ctx, done, trainingDone{result: res})
+	})
+	return nil
+}
+
+// trained handles the end of a training run: the next queued request
+// starts, and the result (if any) becomes the core's event.
+func (s *Shell) trained(ctx context.Context, t trainingDone, done chan<- any) (any, error) {
+	s.training = false
+	if q := s.queued; q != nil {
+		s.queued = nil
+		if err := s.startTraining(ctx, *q, done); err != nil {
+			return nil, err
+		}
+	}
+	return t.result, nil
+}
+
+// train runs one training and stores the update; it returns the Trained
+// event, an error that stops the peer, or nil (no contribution, said why).
+// Runs off the shell's goroutine; s.residual is touched only here, and
+// runs do not overlap.
+func (s *Shell) train(ctx context.Context, f Train, dp *privateRun) any {
 	ck, m, err := s.base(ctx, f.Base)
 	if err != nil {
 		s.Log.Warn("base model unavailable; not contributing this height", "height", f.Height, "base", f.Base, "err", err)
-		return
+		return nil
 	}
 	delta, samples, err := s.Trainer.Train(ctx, f.Height, m.Params)
 	if err != nil {
 		s.Log.Warn("training failed; not contributing this height", "height", f.Height, "err", err)
-		return
+		return nil
 	}
 	in := storage.UpdateInput{Network: s.Core.cfg.Network, Height: f.Height, Base: f.Base,
 		Layers: ck.Layers, Samples: samples, Codec: s.Codec, TopK: s.TopK}
@@ -434,8 +487,7 @@ func (s *Shell) train(ctx context.Context, f Train, dp *privateRun, done chan<- 
 	}
 	if dp != nil {
 		if delta, err = learner.Privatize(delta, dp.cfg, dp.noise); err != nil {
-			send(ctx, done, fmt.Errorf("node: privatising: %w", err))
-			return
+			return fmt.Errorf("node: privatising: %w", err)
 		}
 		in.Clip, in.Sigma, in.Epsilon = dp.cfg.Clip, dp.cfg.Sigma, dp.epsilon
 	}
@@ -445,19 +497,17 @@ func (s *Shell) train(ctx context.Context, f Train, dp *privateRun, done chan<- 
 	in.Delta = delta
 	c, err := s.Store.PutUpdate(ctx, in, s.Signer)
 	if err != nil {
-		send(ctx, done, fmt.Errorf("node: storing update: %w", err))
-		return
+		return fmt.Errorf("node: storing update: %w", err)
 	}
 	if in.Codec == shard.TopK {
 		// Remember what top-k dropped: the next update carries it.
 		_, sent, err := s.Store.GetUpdate(ctx, c, ck.Layers)
 		if err != nil {
-			send(ctx, done, fmt.Errorf("node: reading back update: %w", err))
-			return
+			return fmt.Errorf("node: reading back update: %w", err)
 		}
 		s.residual.Remember(delta, sent)
 	}
-	send(ctx, done, Trained{Height: f.Height, Update: c, Samples: uint64(samples)})
+	return Trained{Height: f.Height, Update: c, Samples: uint64(samples)}
 }
 
 // aggregate re-executes the rule on the listed updates, exactly as every

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -90,7 +91,11 @@ func (tn *testnet) start(i int) {
 		tn.t.Fatal(err)
 	}
 	p.log = f
-	p.cmd = exec.Command(tn.bin, "start", "--home", p.home)
+	args := []string{"start", "--home", p.home}
+	if lvl := os.Getenv("MURMUR_E2E_LOG_LEVEL"); lvl != "" {
+		args = append(args, "--log-level", lvl)
+	}
+	p.cmd = exec.Command(tn.bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {
 		tn.t.Fatal(err)
@@ -133,15 +138,38 @@ func (tn *testnet) killAll() {
 			p.log.Close()
 		}
 	}
-	if tn.t.Failed() {
-		for i := range tn.procs {
-			b, _ := os.ReadFile(filepath.Join(tn.dir, fmt.Sprintf("peer%d.log", i)))
-			if len(b) > 6000 {
-				b = b[len(b)-6000:]
-			}
-			tn.t.Logf("--- peer%d log (tail) ---\n%s", i, b)
+	keep := os.Getenv("MURMUR_E2E_LOGS")
+	if keep != "" {
+		_ = os.MkdirAll(keep, 0o755)
+	}
+	for i := range tn.procs {
+		name := fmt.Sprintf("peer%d.log", i)
+		b, _ := os.ReadFile(filepath.Join(tn.dir, name))
+		if keep != "" {
+			_ = os.WriteFile(filepath.Join(keep, name), b, 0o644)
+		}
+		if tn.t.Failed() {
+			tn.t.Logf("--- peer%d log (commits, warnings, errors; last 60) ---\n%s", i, digest(b, 60))
 		}
 	}
+}
+
+// digest keeps the lines of a peer log that tell a failure's story
+// (readiness, commits with their update counts, warnings, errors), the last
+// n of them, with "level=" spelled "lvl=" so that CI's filter of INFO noise
+// does not drop them.
+func digest(log []byte, n int) string {
+	var keep []string
+	for _, l := range strings.Split(string(log), "\n") {
+		if strings.Contains(l, "msg=committed") || strings.Contains(l, "ready") || strings.Contains(l, "caught") ||
+			strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			keep = append(keep, strings.Replace(l, "level=", "lvl=", 1))
+		}
+	}
+	if len(keep) > n {
+		keep = keep[len(keep)-n:]
+	}
+	return strings.Join(keep, "\n")
 }
 
 func (tn *testnet) status(i int) *daemon.Status {
@@ -270,16 +298,18 @@ func TestLoopbackTestnet(t *testing.T) {
 	if st := tn.status(4); st.Role != "trainer" {
 		t.Fatalf("fifth peer's role %q", st.Role)
 	}
-	contributed := false
+	var first uint64
 	deadline := time.Now().Add(90 * time.Second)
-	for !contributed && time.Now().Before(deadline) {
-		st := tn.status(0)
-		contributed = st != nil && st.Height > h && st.Updates == 5
-		time.Sleep(200 * time.Millisecond)
+	for first == 0 && time.Now().Before(deadline) {
+		if st := tn.status(0); st != nil && st.Height > h && st.Updates == 5 {
+			first = st.Height
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	if !contributed {
+	if first == 0 {
 		t.Fatal("the fifth peer's updates never reached a committed block")
 	}
+	t.Logf("figure: the fifth peer, caught up at height %d, contributed to block %d", h, first)
 	tn.sameHead(0, 1, 2, 3, 4)
 	for i := range 5 {
 		if st := tn.status(i); st.Equivocations != 0 {
