@@ -50,8 +50,10 @@ type options struct {
 	reg        *prometheus.Registry
 	fetch      time.Duration
 	onCommit   func(node.Commit)
+	onAgg      func(height uint64, updates int, took time.Duration)
 	noDiscover bool
 	wrapStore  func(node.Store) node.Store
+	wrapNet    func(node.Network) node.Network
 }
 
 // WithHost runs the peer on an existing host (an in-memory mocknet host in
@@ -89,6 +91,19 @@ func WithFetchTimeout(d time.Duration) Option { return func(o *options) { o.fetc
 // validator that rejects honest blocks).
 func WithStoreWrapper(w func(node.Store) node.Store) Option {
 	return func(o *options) { o.wrapStore = w }
+}
+
+// WithNetworkWrapper puts w between the node and the network: the
+// simulator's equivocating validator uses it to send a second, conflicting
+// vote beside each of its own.
+func WithNetworkWrapper(w func(node.Network) node.Network) Option {
+	return func(o *options) { o.wrapNet = w }
+}
+
+// WithOnAggregate is told how long each re-execution of the aggregation
+// rule took (from a background goroutine).
+func WithOnAggregate(f func(height uint64, updates int, took time.Duration)) Option {
+	return func(o *options) { o.onAgg = f }
 }
 
 // WithOnCommit is told of every commit, after it is stored.
@@ -464,6 +479,9 @@ func (p *Peer) makeShell(core *node.Core) error {
 	if p.o.wrapStore != nil {
 		s.Store = p.o.wrapStore(s.Store)
 	}
+	if p.o.wrapNet != nil {
+		s.Net = p.o.wrapNet(s.Net)
+	}
 	if core.IsTrainer() {
 		if s.Trainer, err = p.makeTrainer(); err != nil {
 			return err
@@ -489,6 +507,7 @@ func (p *Peer) makeShell(core *node.Core) error {
 			Noise: learner.NewNoiseRand(p.o.noiseSeed), Spent: p.writeReleased}
 	}
 	s.OnCommit = p.onCommit
+	s.OnAggregate = p.o.onAgg
 	s.OnStep = p.onStep
 	s.OnEvidence = func(consensus.Evidence) {
 		p.mu.Lock()

@@ -101,6 +101,10 @@ type Shell struct {
 	OnCommit   func(Commit)
 	OnStep     func(*Core)
 	OnEvidence func(consensus.Evidence)
+	// OnAggregate, if set, is told how long each re-execution of the rule
+	// took (reading the updates, the rule, storing the result); it is
+	// called from the background goroutine that did the work.
+	OnAggregate func(height uint64, updates int, took time.Duration)
 
 	wg sync.WaitGroup // background work, waited for before Run returns
 
@@ -513,6 +517,7 @@ func (s *Shell) train(ctx context.Context, f Train, dp *privateRun) any {
 // aggregate re-executes the rule on the listed updates, exactly as every
 // validator does, and stores the result checkpoint.
 func (s *Shell) aggregate(ctx context.Context, f Aggregate, done chan<- any) {
+	start := time.Now()
 	ck, base, err := s.base(ctx, f.Base)
 	if err != nil {
 		s.Log.Warn("base model unavailable; cannot aggregate", "height", f.Height, "base", f.Base, "err", err)
@@ -569,6 +574,9 @@ func (s *Shell) aggregate(ctx context.Context, f Aggregate, done chan<- any) {
 	if err != nil {
 		send(ctx, done, fmt.Errorf("node: storing aggregate: %w", err))
 		return
+	}
+	if s.OnAggregate != nil {
+		s.OnAggregate(f.Height, len(f.Updates), time.Since(start))
 	}
 	send(ctx, done, Aggregated{Height: f.Height, Base: f.Base, Updates: f.Updates, Result: res})
 }

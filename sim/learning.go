@@ -195,11 +195,20 @@ type Report struct {
 	DPMode            string  `json:"dp_mode,omitempty"`
 	DPSigma           float64 `json:"dp_sigma,omitempty"`
 	Seconds           float64 `json:"seconds"`
-	// HeapPerPeer is the Go heap in use at the end of a full-stack run
-	// divided by the number of peers (store contents included: the
-	// simulator keeps blocks in memory).
-	HeapPerPeer uint64  `json:"heap_bytes_per_peer,omitempty"`
-	Rounds      []Round `json:"rounds"`
+	// HeapPerPeer is the Go heap a full-stack run added (in use at the end,
+	// after a collection, minus before the peers started; the shared data
+	// sets are not counted) divided by the number of peers. Store contents
+	// are included: the simulator keeps each peer's blocks in memory.
+	HeapPerPeer uint64 `json:"heap_bytes_per_peer,omitempty"`
+	// Full stack misbehaviour: conflicting votes the equivocating
+	// validators sent and the most any honest peer recorded as evidence;
+	// invalid messages spammers sent and honest peers' validators rejected
+	// (the rest were dropped unread once the spammers' scores sank).
+	EquivocatingVotes int64   `json:"equivocating_votes,omitempty"`
+	Equivocations     int     `json:"equivocations_detected,omitempty"`
+	SpamSent          int64   `json:"spam_sent,omitempty"`
+	SpamRejected      int64   `json:"spam_rejected,omitempty"`
+	Rounds            []Round `json:"rounds"`
 }
 
 // peerRand derives a peer's generator for one purpose and round, so that the
@@ -217,6 +226,7 @@ const (
 	purposeAttack
 	purposeOrder
 	purposeRoles
+	purposeTopology
 )
 
 // Run simulates cfg.Rounds rounds and returns the report. observe, if not

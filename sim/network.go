@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -22,10 +23,12 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/murmur-ml/murmur/daemon"
 	"github.com/murmur-ml/murmur/learner"
 	"github.com/murmur-ml/murmur/node"
+	"github.com/murmur-ml/murmur/p2p"
 	"github.com/murmur-ml/murmur/storage"
 )
 
@@ -45,9 +48,22 @@ type Network struct {
 	// the kept fraction with topk (error feedback stays with each trainer).
 	Codec string  `toml:"codec"`
 	TopK  float64 `toml:"topk"`
+	// Validators, if > 0, makes only peers 0..Validators-1 validators (every
+	// peer trains): a committee, as a large deployment would run. 0: all.
+	Validators int `toml:"validators"`
+	// Degree, if > 0, connects each peer to every validator and to Degree
+	// other peers drawn from the seed, instead of to every peer.
+	Degree int `toml:"degree"`
 	// Lying lists peers whose aggregates are wrong (a Byzantine proposer or
 	// validator); they need not be among the attacking trainers.
 	Lying []int `toml:"lying"`
+	// Equivocating lists validators that sign a second, conflicting vote
+	// beside each of their own (double signing).
+	Equivocating []int `toml:"equivocating"`
+	// Spammers is how many hosts outside the genesis flood the topics with
+	// invalid messages, SpamRate messages a second each (default 20).
+	Spammers int     `toml:"spammers"`
+	SpamRate float64 `toml:"spam_rate"`
 	// Late lists peers started only by a "join" event.
 	Late   []int   `toml:"late"`
 	Events []Event `toml:"event"`
@@ -80,7 +96,7 @@ func (n Network) Validate(peers int) error {
 		}
 		return nil
 	}
-	if err := errors.Join(check("lying", n.Lying), check("late", n.Late)); err != nil {
+	if err := errors.Join(check("lying", n.Lying), check("late", n.Late), check("equivocating", n.Equivocating)); err != nil {
 		return err
 	}
 	for k, e := range n.Events {
@@ -96,8 +112,19 @@ func (n Network) Validate(peers int) error {
 			return fmt.Errorf("%w: event %d at height %d", ErrScenario, k, e.At)
 		}
 	}
-	if n.LatencyMs < 0 || n.BandwidthMbps < 0 || n.TickMs < 0 || n.WindowTicks < 0 {
-		return fmt.Errorf("%w: negative latency, bandwidth, tick or window", ErrScenario)
+	if n.LatencyMs < 0 || n.BandwidthMbps < 0 || n.TickMs < 0 || n.WindowTicks < 0 || n.Degree < 0 {
+		return fmt.Errorf("%w: negative latency, bandwidth, tick, window or degree", ErrScenario)
+	}
+	if n.Validators < 0 || n.Validators > peers {
+		return fmt.Errorf("%w: validators %d of %d peers", ErrScenario, n.Validators, peers)
+	}
+	for _, i := range append(slices.Clone(n.Lying), n.Equivocating...) {
+		if n.Validators > 0 && i >= n.Validators {
+			return fmt.Errorf("%w: Byzantine validator %d is not a validator (validators are 0..%d)", ErrScenario, i, n.Validators-1)
+		}
+	}
+	if n.Spammers < 0 || n.SpamRate < 0 {
+		return fmt.Errorf("%w: negative spammers or spam rate", ErrScenario)
 	}
 	return nil
 }
@@ -111,6 +138,9 @@ type netPeer struct {
 	data   *learner.Dataset
 	byz    bool
 	lying  bool
+	equiv  bool
+	priv   crypto.PrivKey
+	reg    *prometheus.Registry // this run's metrics
 	cur    *daemon.Peer
 	cancel context.CancelFunc
 	done   chan error
@@ -154,6 +184,11 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 		defer os.RemoveAll(d)
 		dir = d
 	}
+	// The heap before any peer exists (the data sets are shared, not the
+	// peers' own): HeapPerPeer is what the run added, per peer.
+	runtime.GC()
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	parts, err := cfg.Partition.Split(train.Labels, cfg.Peers, peerRand(cfg.Seed, 0, 0, purposePartition))
 	if err != nil {
 		return Report{}, err
@@ -175,13 +210,33 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 			return Report{}, err
 		}
 		p := &netPeer{i: i, host: h, home: filepath.Join(dir, fmt.Sprintf("peer%d", i)), data: train.Subset(parts[i]),
-			store: storage.NewStore(dssync.MutexWrap(ds.NewMapDatastore()), nil), byz: slices.Contains(roles, i), lying: slices.Contains(nw.Lying, i)}
+			store: storage.NewStore(dssync.MutexWrap(ds.NewMapDatastore()), nil), byz: slices.Contains(roles, i), lying: slices.Contains(nw.Lying, i),
+			equiv: slices.Contains(nw.Equivocating, i), priv: priv}
 		if p.byz {
 			p.data = cfg.Attack.Poison(p.data)
 		}
 		peers[i] = p
-		vals = append(vals, daemon.Validator{ID: h.ID().String(), Power: 1})
+		if nw.Validators == 0 || i < nw.Validators {
+			vals = append(vals, daemon.Validator{ID: h.ID().String(), Power: 1})
+		}
 		ids = append(ids, h.ID().String())
+	}
+	var spams []*spammer
+	for k := range nw.Spammers {
+		priv, _, err := crypto.GenerateEd25519Key(chachaReader{keys})
+		if err != nil {
+			return Report{}, err
+		}
+		h, err := mn.AddPeer(priv, ma.StringCast(fmt.Sprintf("/ip4/11.0.%d.%d/tcp/4001", k>>8&255, k&255)))
+		if err != nil {
+			return Report{}, err
+		}
+		rate := nw.SpamRate
+		if rate == 0 {
+			rate = 20
+		}
+		spams = append(spams, &spammer{host: h, priv: priv, network: "sim", victim: ids[0], rate: rate,
+			rng: peerRand(cfg.Seed, cfg.Peers+k, 0, purposeAttack), finished: make(chan struct{})})
 	}
 	opts := mocknet.LinkOptions{Latency: time.Duration(nw.LatencyMs) * time.Millisecond, Bandwidth: nw.BandwidthMbps * 1e6 / 8}
 	mn.SetLinkDefaults(opts)
@@ -215,7 +270,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	}
 	arch, _ := learner.ArchByName(cfg.Model)
 
-	run := &netRun{cfg: cfg, nw: nw, g: g, mn: mn, peers: peers, log: log, heads: map[uint64]map[int]string{}, train: map[uint64]float64{}, losses: map[uint64][]float64{},
+	run := &netRun{cfg: cfg, nw: nw, g: g, mn: mn, peers: peers, log: log, heads: map[uint64]map[int]string{}, train: map[uint64]float64{}, agg: map[uint64]float64{}, losses: map[uint64][]float64{},
 		commits: make(chan node.Commit, 1024), arch: arch, errs: make(chan error, 4*len(peers))}
 	defer run.stopAll()
 	for _, p := range peers {
@@ -224,6 +279,32 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 				return Report{}, err
 			}
 		}
+	}
+
+	spamCtx, stopSpam := context.WithCancel(ctx)
+	defer func() {
+		stopSpam()
+		for _, sp := range spams {
+			<-sp.finished
+		}
+	}()
+	for _, sp := range spams {
+		sp.height = func() uint64 {
+			if p := peers[run.observer()].cur; p != nil {
+				return p.Status().Height
+			}
+			return 0
+		}
+		for _, p := range peers {
+			if _, err := mn.ConnectPeers(sp.host.ID(), p.host.ID()); err != nil {
+				return Report{}, fmt.Errorf("sim: connecting a spammer: %w", err)
+			}
+		}
+		go func() {
+			if err := sp.run(spamCtx); err != nil {
+				run.errs <- err
+			}
+		}()
 	}
 
 	rep := Report{Seed: cfg.Seed, Peers: cfg.Peers, Byzantine: cfg.Byzantine, ByzantinePeers: slices.Sorted(slices.Values(roles)),
@@ -280,6 +361,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 		r.HeadsAgree = run.agree(c.Height)
 		run.mu.Lock()
 		r.TrainSeconds = run.train[c.Height]
+		r.AggSeconds = run.agg[c.Height]
 		r.TrainLoss = Metric(meanOf(run.losses[c.Height]))
 		run.mu.Unlock()
 		if prev != nil {
@@ -315,9 +397,22 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 			return rep, err
 		}
 	}
+	for _, sp := range spams {
+		rep.SpamSent += sp.sent.Load()
+	}
+	for _, p := range peers {
+		if p.cur != nil && !p.byz && !p.lying && !p.equiv {
+			rep.SpamRejected += rejected(p.reg)
+			rep.Equivocations = max(rep.Equivocations, p.cur.Status().Equivocations)
+		}
+	}
+	rep.EquivocatingVotes = run.equivSent.Load()
+	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	rep.HeapPerPeer = ms.HeapInuse / uint64(cfg.Peers)
+	if ms.HeapInuse > ms0.HeapInuse {
+		rep.HeapPerPeer = (ms.HeapInuse - ms0.HeapInuse) / uint64(cfg.Peers)
+	}
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
 }
@@ -334,9 +429,34 @@ type netRun struct {
 	mu      sync.Mutex
 	heads   map[uint64]map[int]string // height → peer → head committed
 	train   map[uint64]float64        // height → slowest local training, seconds
+	agg     map[uint64]float64        // height → slowest re-execution of the rule, seconds
 	losses  map[uint64][]float64      // height → honest peers' training losses
 	errs    chan error
 	obs     atomic.Int64
+	// equivSent counts the conflicting votes equivocating validators sent.
+	equivSent atomic.Int64
+}
+
+// rejected sums the gossip messages a peer's validators rejected.
+func rejected(reg *prometheus.Registry) int64 {
+	fams, err := reg.Gather()
+	if err != nil {
+		return 0
+	}
+	var n float64
+	for _, f := range fams {
+		if f.GetName() != "murmur_p2p_gossip_messages_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "verdict" && l.GetValue() == "reject" {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return int64(n)
 }
 
 func (r *netRun) trained(height uint64, d time.Duration) {
@@ -352,7 +472,7 @@ func (r *netRun) observer() int { return int(r.obs.Load()) }
 
 func (r *netRun) setObserver() {
 	for _, p := range r.peers {
-		if !p.byz && !p.lying && p.cur != nil {
+		if !p.byz && !p.lying && !p.equiv && p.cur != nil {
 			r.obs.Store(int64(p.i))
 			return
 		}
@@ -371,6 +491,11 @@ func (r *netRun) start(ctx context.Context, p *netPeer) error {
 					r.mu.Unlock()
 				}
 			}}, byz: p.byz, attack: r.cfg.Attack, seed: r.cfg.Seed, peer: p.i, n: r.cfg.Peers, f: r.cfg.Byzantine, took: r.trained}),
+		daemon.WithOnAggregate(func(h uint64, _ int, took time.Duration) {
+			r.mu.Lock()
+			r.agg[h] = max(r.agg[h], took.Seconds())
+			r.mu.Unlock()
+		}),
 		daemon.WithOnCommit(func(c node.Commit) {
 			r.mu.Lock()
 			if r.heads[c.Height] == nil {
@@ -388,6 +513,17 @@ func (r *netRun) start(ctx context.Context, p *netPeer) error {
 	if p.lying {
 		opts = append(opts, daemon.WithStoreWrapper(func(s node.Store) node.Store { return lyingStore{s} }))
 	}
+	if p.equiv {
+		signer, err := p2p.NewKeySigner(p.priv)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, daemon.WithNetworkWrapper(func(n node.Network) node.Network {
+			return equivocatingNet{Network: n, network: r.g.Network, signer: signer, sent: &r.equivSent}
+		}))
+	}
+	p.reg = prometheus.NewRegistry()
+	opts = append(opts, daemon.WithRegistry(p.reg))
 	cfg := daemon.DefaultConfig()
 	cfg.Data.EvalSamples = 0
 	cfg.Storage.Sync = false
@@ -395,8 +531,8 @@ func (r *netRun) start(ctx context.Context, p *netPeer) error {
 	if err != nil {
 		return fmt.Errorf("sim: peer %d: %w", p.i, err)
 	}
-	for _, q := range r.peers {
-		if q != p && q.cur != nil {
+	for _, q := range r.neighbours(p) {
+		if q.cur != nil {
 			if _, err := r.mn.ConnectPeers(p.host.ID(), q.host.ID()); err != nil && !errors.Is(err, context.Canceled) {
 				r.log.Debug("connect", "err", err)
 			}
@@ -414,6 +550,34 @@ func (r *netRun) start(ctx context.Context, p *netPeer) error {
 		}
 	}()
 	return nil
+}
+
+// neighbours are the peers p connects to when it starts: every other peer,
+// or with a degree every validator and Degree others drawn from the seed
+// (peers that start later connect to p by their own draw).
+func (r *netRun) neighbours(p *netPeer) []*netPeer {
+	var out []*netPeer
+	if r.nw.Degree == 0 {
+		for _, q := range r.peers {
+			if q != p {
+				out = append(out, q)
+			}
+		}
+		return out
+	}
+	pick := map[int]bool{}
+	for i := range r.nw.Validators {
+		pick[i] = true
+	}
+	rng := peerRand(r.cfg.Seed, p.i, 0, purposeTopology)
+	for _, i := range rng.Perm(len(r.peers))[:min(r.nw.Degree+1, len(r.peers))] {
+		pick[i] = true
+	}
+	delete(pick, p.i)
+	for _, i := range slices.Sorted(maps.Keys(pick)) {
+		out = append(out, r.peers[i])
+	}
+	return out
 }
 
 func (r *netRun) stop(p *netPeer) {

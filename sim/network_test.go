@@ -151,3 +151,30 @@ func TestScenarioFilesParse(t *testing.T) {
 		t.Fatalf("an unknown action: %v", err)
 	}
 }
+
+// A validator double-signs every vote and two outside hosts flood every
+// topic with invalid messages: honest peers commit the same heads, record
+// the double signs as evidence, and their gossip validators reject spam.
+func TestScenarioEquivocationAndSpam(t *testing.T) {
+	rep := scenarioRun(t, 5, 4, Network{Equivocating: []int{2}, Spammers: 2, SpamRate: 50}, nil)
+	t.Logf("%d conflicting votes, up to %d evidence records; %d spam messages, %d rejected",
+		rep.EquivocatingVotes, rep.Equivocations, rep.SpamSent, rep.SpamRejected)
+	if rep.EquivocatingVotes == 0 || rep.Equivocations == 0 {
+		t.Fatalf("equivocation went unnoticed: %d votes sent, %d evidence records", rep.EquivocatingVotes, rep.Equivocations)
+	}
+	if rep.SpamSent == 0 || rep.SpamRejected == 0 {
+		t.Fatalf("spam: %d sent, %d rejected", rep.SpamSent, rep.SpamRejected)
+	}
+}
+
+// A committee of 3 validators among 9 trainers, each peer linked to the
+// committee and 2 random others: every trainer's update still reaches the
+// blocks (the committee fetches it from its author or a neighbour).
+func TestScenarioCommitteeSparse(t *testing.T) {
+	rep := scenarioRun(t, 9, 3, Network{Validators: 3, Degree: 2}, nil)
+	for _, r := range rep.Rounds {
+		if r.Contributors != 9 {
+			t.Fatalf("round %d: %d updates, want all 9 trainers", r.Round, r.Contributors)
+		}
+	}
+}

@@ -149,6 +149,7 @@ func writeCSV(path string, rs []Round) error {
 
 var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
 	"pct": func(v float64) string { return fmt.Sprintf("%.2f%%", 100*v) },
+	"mb":  func(v uint64) float64 { return float64(v) / 1e6 },
 }).Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>{{.O.Title}}</title>
 <style>body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}
@@ -159,6 +160,9 @@ th{background:#f4f4f4}code{font-size:90%}.plot svg{max-width:100%;height:auto}</
 ({{.R.ModelParams}} parameters), seed {{.R.Seed}}.</p>
 <table><tr><th>final accuracy</th><th>rounds committed</th><th>heads agree</th><th>bytes / peer / round</th><th>seconds</th></tr>
 <tr><td>{{pct .R.FinalAccuracy}}</td><td>{{.R.RoundsCommitted}}</td><td>{{.R.HeadsAgree}}</td><td>{{.R.BytesPerPeerRound}}</td><td>{{printf "%.1f" .R.Seconds}}</td></tr></table>
+{{if .R.HeapPerPeer}}<p>Go heap per peer at the end (stores included): {{printf "%.1f" (mb .R.HeapPerPeer)}} MB.</p>{{end}}
+{{if .R.EquivocatingVotes}}<p>Equivocation: {{.R.EquivocatingVotes}} conflicting votes sent; honest peers recorded up to {{.R.Equivocations}} pieces of evidence.</p>{{end}}
+{{if .R.SpamSent}}<p>Spam: {{.R.SpamSent}} invalid messages sent; honest validators rejected {{.R.SpamRejected}} (the rest were dropped unread once the spammers' gossip scores sank).</p>{{end}}
 <p>Head: <code>{{.R.HeadCID}}</code> (<code>peer inspect head.car</code>)</p>
 {{range $k, $v := .O.Extra}}<p><b>{{$k}}</b>: {{$v}}</p>{{end}}
 {{range .Plots}}<div class="plot">{{.}}</div>{{end}}

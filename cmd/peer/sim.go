@@ -64,6 +64,8 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	scenario := fs.String("scenario", "", "scenario file (TOML): settings plus a timeline of crashes, partitions, late joins, lying peers")
 	latency := fs.Int("latency-ms", 2, "full stack: one-way latency of every link")
 	bandwidth := fs.Float64("bandwidth-mbps", 0, "full stack: bandwidth of every link (0: unlimited)")
+	validators := fs.Int("validators", 0, "full stack: only peers 0..N-1 validate, every peer trains (0: all validate)")
+	degree := fs.Int("degree", 0, "full stack: connect each peer to the validators and this many random peers (0: to every peer)")
 	codec := fs.String("codec", "dense", "full stack: update encoding dense, int8 or topk")
 	topk := fs.Float64("topk", 0.01, "full stack: fraction of each update kept by --codec topk")
 	load := dataFlag(fs)
@@ -104,7 +106,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	nw := sim.Network{LatencyMs: *latency, BandwidthMbps: *bandwidth, Codec: *codec, TopK: *topk}
+	nw := sim.Network{LatencyMs: *latency, BandwidthMbps: *bandwidth, Codec: *codec, TopK: *topk, Validators: *validators, Degree: *degree}
 	title := "murmur simulation"
 	if *scenario != "" {
 		sc, err := sim.LoadScenario(*scenario)
@@ -253,6 +255,15 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if rep.Epsilon > 0 {
 		fmt.Fprintf(stdout, "privacy (%s, σ = %.4f): the most any honest peer spent is ε = %.3f at δ = %g\n", rep.DPMode, rep.DPSigma, rep.Epsilon, *dpDelta)
+	}
+	if rep.EquivocatingVotes > 0 {
+		fmt.Fprintf(stdout, "equivocation: %d conflicting votes sent; honest peers recorded up to %d pieces of evidence\n", rep.EquivocatingVotes, rep.Equivocations)
+	}
+	if rep.SpamSent > 0 {
+		fmt.Fprintf(stdout, "spam: %d invalid messages sent; honest peers' validators rejected %d (the rest were dropped unread)\n", rep.SpamSent, rep.SpamRejected)
+	}
+	if rep.HeapPerPeer > 0 {
+		fmt.Fprintf(stdout, "memory: %.1f MB of Go heap per peer at the end (stores included)\n", float64(rep.HeapPerPeer)/1e6)
 	}
 	if *out != "" {
 		fmt.Fprintf(stdout, "report: %s (plots: accuracy, bytes, round-time .png/.svg; per round: rounds.csv; summary: report.json; head model: `peer inspect %s`)\n",
