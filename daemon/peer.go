@@ -143,6 +143,7 @@ type Peer struct {
 	log   *slog.Logger
 	priv  crypto.PrivKey
 	id    peer.ID
+	ver   *p2p.CachedVerifier // shared by gossip validators and the core
 	host  host.Host
 	bw    *metrics.BandwidthCounter
 	store *storage.Store
@@ -203,6 +204,7 @@ func New(ctx context.Context, home string, cfg Config, gen *Genesis, opts ...Opt
 	if err := p.openHost(); err != nil {
 		return nil, err
 	}
+	p.ver = p2p.NewCachedVerifier(4096)
 	p.reg = p.o.reg
 	if p.reg == nil {
 		p.reg = prometheus.NewRegistry()
@@ -375,7 +377,7 @@ func (p *Peer) restore(ctx context.Context, genesis cid.Cid) (*node.Core, []cons
 	}
 	core, err := node.New(node.Config{Network: p.gen.Network, Self: id, Validator: p.gen.IsValidator(id),
 		Trainer: p.gen.MayTrain(id) && p.cfg.Train.Enabled, Rule: p.gen.Aggregation.Rule,
-		CollectTicks: p.gen.Round.CollectTicks, ActiveWindow: 2, ExpectedUpdates: expected, Consensus: cc}, genesis, signer, p2p.PeerVerifier{})
+		CollectTicks: p.gen.Round.CollectTicks, ActiveWindow: 2, ExpectedUpdates: expected, Consensus: cc}, genesis, signer, p.ver)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -388,7 +390,7 @@ func (p *Peer) restore(ctx context.Context, genesis cid.Cid) (*node.Core, []cons
 func (p *Peer) openNetwork(ctx context.Context) error {
 	cc, _ := p.gen.ConsensusConfig()
 	check := func(_ context.Context, _ peer.ID, b []byte) p2p.Verdict {
-		switch consensus.CheckGossip(cc, p2p.PeerVerifier{}, p.height.Load(), b) {
+		switch consensus.CheckGossip(cc, p.ver, p.height.Load(), b) {
 		case consensus.GossipAccept:
 			return p2p.Accept
 		case consensus.GossipIgnore:

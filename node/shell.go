@@ -62,6 +62,28 @@ type Log interface {
 	Sync() error
 }
 
+// backoff times a republication: HeadTicks after the original, then
+// twice as long each time, up to 8 × HeadTicks. A network that is quiet
+// (stalled, or waiting on a slow trainer) is not flooded by every peer
+// repeating itself, while a message that went out before the mesh formed
+// is repeated soon. The zero value never fires.
+type backoff struct{ gap, left, base int }
+
+func (b *backoff) reset(base int) { b.base, b.gap, b.left = base, base, base }
+
+// due counts one tick and reports whether a republication is due.
+func (b *backoff) due() bool {
+	if b.base <= 0 {
+		return false
+	}
+	if b.left--; b.left > 0 {
+		return false
+	}
+	b.gap = min(2*b.gap, 8*b.base)
+	b.left = b.gap
+	return true
+}
+
 // catchUpBatch is how many consecutive commits answer one Behind.
 const catchUpBatch = 16
 
@@ -115,6 +137,8 @@ type Shell struct {
 	exhausted bool
 	lastHead  []byte    // the latest commit, encoded, for republishing
 	announced *Announce // this peer's announcement at the current height, republished
+	headEvery backoff   // when to republish lastHead
+	annEvery  backoff   // when to republish announced
 }
 
 // Run drives the core until ctx ends. Blocking work (training, fetching,
@@ -153,13 +177,13 @@ func (s *Shell) Run(ctx context.Context) error {
 		case <-ticker.C:
 			ev = Tick{}
 			ticks++
-			if s.HeadTicks > 0 && ticks%s.HeadTicks == 0 {
-				if s.lastHead != nil && s.Core.cfg.Validator {
-					s.publishHead(ctx, s.lastHead)
-				}
-				// An announcement published before the gossip mesh had
-				// formed reached nobody: publish it again (a new gossip
-				// message each time; receivers take it once).
+			if s.headEvery.due() && s.lastHead != nil && s.Core.cfg.Validator {
+				s.publishHead(ctx, s.lastHead)
+			}
+			// An announcement published before the gossip mesh had formed
+			// reached nobody: publish it again (a new gossip message each
+			// time; receivers take it once).
+			if s.annEvery.due() {
 				if a := s.announced; a != nil && a.Height == s.Core.Height() {
 					if err := s.Net.Announce(ctx, a.Height, a.Update, a.Samples); err != nil && ctx.Err() == nil {
 						s.Log.Debug("re-announce failed", "err", err)
@@ -251,6 +275,7 @@ func (s *Shell) apply(ctx context.Context, effects []any, done chan<- any) error
 		case Announce:
 			s.Log.Debug("announcing update", "height", f.Height, "update", f.Update, "at_height", s.Core.Height())
 			s.announced = &f
+			s.annEvery.reset(s.HeadTicks)
 			if err := s.Net.Announce(ctx, f.Height, f.Update, f.Samples); err != nil && ctx.Err() == nil {
 				s.Log.Warn("announce failed", "err", err)
 			}
@@ -286,6 +311,7 @@ func (s *Shell) apply(ctx context.Context, effects []any, done chan<- any) error
 				s.spawn(func() { s.fetchAndPin(ctx, f.Block.Result.Cid, f.Height) })
 			}
 			s.lastHead = consensus.Encode(&consensus.Commit{Value: f.BlockBytes, Certificate: f.Certificate})
+			s.headEvery.reset(s.HeadTicks)
 			if s.Core.cfg.Validator {
 				s.publishHead(ctx, s.lastHead)
 			}

@@ -1,6 +1,10 @@
 package p2p
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"sync"
+
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -44,4 +48,57 @@ func (PeerVerifier) Verify(id string, msg, sig []byte) bool {
 	}
 	ok, err := pub.Verify(msg, sig)
 	return err == nil && ok
+}
+
+// CachedVerifier remembers the signatures it has found valid (a bounded
+// set, oldest forgotten first), so a message checked by the gossip
+// validator and again by the consensus machine, or a commit republished
+// on the heads topic every few ticks, costs one ed25519 verification.
+// Only successes are kept: a verdict of valid cannot change, and an
+// attacker cannot fill the set without valid signatures. Safe for
+// concurrent use.
+type CachedVerifier struct {
+	inner interface {
+		Verify(id string, msg, sig []byte) bool
+	}
+	mu   sync.Mutex
+	seen map[[32]byte]struct{}
+	ring [][32]byte
+	next int
+}
+
+// NewCachedVerifier wraps PeerVerifier with a set of up to size entries.
+func NewCachedVerifier(size int) *CachedVerifier {
+	return &CachedVerifier{inner: PeerVerifier{}, seen: make(map[[32]byte]struct{}, size), ring: make([][32]byte, size)}
+}
+
+// Verify implements the consensus and storage verifiers.
+func (c *CachedVerifier) Verify(id string, msg, sig []byte) bool {
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(id), msg, sig} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	var k [32]byte
+	h.Sum(k[:0])
+	c.mu.Lock()
+	_, ok := c.seen[k]
+	c.mu.Unlock()
+	if ok {
+		return true
+	}
+	if !c.inner.Verify(id, msg, sig) {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.seen[k]; !ok && len(c.ring) > 0 {
+		delete(c.seen, c.ring[c.next])
+		c.ring[c.next] = k
+		c.seen[k] = struct{}{}
+		c.next = (c.next + 1) % len(c.ring)
+	}
+	return true
 }

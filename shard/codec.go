@@ -1,7 +1,6 @@
 package shard
 
 import (
-	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -117,18 +116,82 @@ func quantize(v, scale float32, zero int8) int8 {
 	return int8(max(-128, min(127, q)))
 }
 
-// topK returns the indices of the k largest |values|, ascending.
+// topK returns the indices of the k largest |values|, ascending; ties go
+// to the lower index, and NaN ranks below every number (what a stable sort
+// by descending magnitude would keep). It selects the k-th magnitude in
+// linear expected time instead of sorting: this runs on every top-k update
+// a trainer stores.
 func topK(values []float32, k int) []int {
-	idx := make([]int, len(values))
-	for i := range idx {
-		idx[i] = i
+	if k <= 0 {
+		return []int{}
 	}
-	slices.SortStableFunc(idx, func(a, b int) int {
-		return cmp.Compare(math.Abs(float64(values[b])), math.Abs(float64(values[a])))
-	})
-	idx = idx[:k]
-	slices.Sort(idx)
+	keys := make([]float32, len(values))
+	for i, v := range values {
+		keys[i] = magnitude(v)
+	}
+	t := kthLargest(slices.Clone(keys), k)
+	above := 0
+	for _, m := range keys {
+		if m > t {
+			above++
+		}
+	}
+	ties := k - above // how many at exactly t, lowest indices first
+	idx := make([]int, 0, k)
+	for i, m := range keys {
+		switch {
+		case m > t:
+			idx = append(idx, i)
+		case m == t && ties > 0:
+			idx = append(idx, i)
+			ties--
+		}
+	}
 	return idx
+}
+
+// magnitude is |v|, with NaN below every number.
+func magnitude(v float32) float32 {
+	if v != v {
+		return -1
+	}
+	return float32(math.Abs(float64(v)))
+}
+
+// kthLargest returns the k-th largest of xs (1-based), reordering xs: a
+// quickselect with median-of-three pivots and three-way partitions (so
+// runs of equal values cost nothing).
+func kthLargest(xs []float32, k int) float32 {
+	lo, hi, want := 0, len(xs)-1, k-1 // want: index in descending order
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		a, b, c := xs[lo], xs[mid], xs[hi]
+		p := max(min(a, b), min(max(a, b), c))
+		// Three-way partition into > p | == p | < p.
+		gt, i, lt := lo, lo, hi
+		for i <= lt {
+			switch {
+			case xs[i] > p:
+				xs[gt], xs[i] = xs[i], xs[gt]
+				gt++
+				i++
+			case xs[i] < p:
+				xs[i], xs[lt] = xs[lt], xs[i]
+				lt--
+			default:
+				i++
+			}
+		}
+		switch {
+		case want < gt:
+			hi = gt - 1
+		case want > lt:
+			lo = lt + 1
+		default:
+			return p
+		}
+	}
+	return xs[want]
 }
 
 // Decode parses a shard. Every length is checked against the bytes present

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"math"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -71,6 +73,9 @@ type Network struct {
 	// temporary folder, removed at the end).
 	Dir string       `toml:"-"`
 	Log *slog.Logger `toml:"-"`
+	// HeapProfile, if set, receives a heap profile at the end of the run,
+	// while every peer is still up.
+	HeapProfile io.Writer `toml:"-"`
 }
 
 // Event is one step of a scenario's timeline: at committed height At, do
@@ -270,8 +275,8 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	}
 	arch, _ := learner.ArchByName(cfg.Model)
 
-	run := &netRun{cfg: cfg, nw: nw, g: g, mn: mn, peers: peers, log: log, heads: map[uint64]map[int]string{}, train: map[uint64]float64{}, agg: map[uint64]float64{}, losses: map[uint64][]float64{},
-		commits: make(chan node.Commit, 1024), arch: arch, errs: make(chan error, 4*len(peers))}
+	run := &netRun{cfg: cfg, nw: nw, g: g, mn: mn, peers: peers, log: log, heads: map[uint64]map[int]string{}, cpus: make(chan struct{}, runtime.GOMAXPROCS(0)), train: map[uint64]float64{}, agg: map[uint64]float64{}, losses: map[uint64][]float64{},
+		commits: make(chan timedCommit, 1024), arch: arch, errs: make(chan error, 4*len(peers))}
 	defer run.stopAll()
 	for _, p := range peers {
 		if !slices.Contains(nw.Late, p.i) {
@@ -330,21 +335,24 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	var lastBytes int64
 	var prev []float32
 	for committed := 0; committed < cfg.Rounds; {
-		var c node.Commit
+		var tc timedCommit
 		select {
 		case <-ctx.Done():
 			return rep, ctx.Err()
 		case err := <-run.errs:
 			return rep, err
-		case c = <-run.commits:
+		case tc = <-run.commits:
 		}
+		c := tc.Commit
 		if int(c.Height) <= committed {
 			continue
 		}
 		committed = int(c.Height)
-		r := Round{Round: committed, HeadCID: c.Block.Result.String(), Contributors: len(c.Block.Updates), Seconds: time.Since(last).Seconds(),
+		// Commit to commit as the observer saw it (not when this loop got
+		// to it: evaluating the previous head may have taken a while).
+		r := Round{Round: committed, HeadCID: c.Block.Result.String(), Contributors: len(c.Block.Updates), Seconds: tc.at.Sub(last).Seconds(),
 			CommitRound: c.Certificate.Round}
-		last = time.Now()
+		last = tc.at
 		evalStart := time.Now()
 		_, m, err := run.headModel(ctx, c.Block.Result.Cid)
 		if err != nil {
@@ -413,8 +421,18 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	if ms.HeapInuse > ms0.HeapInuse {
 		rep.HeapPerPeer = (ms.HeapInuse - ms0.HeapInuse) / uint64(cfg.Peers)
 	}
+	if nw.HeapProfile != nil {
+		if err := pprof.WriteHeapProfile(nw.HeapProfile); err != nil {
+			return rep, err
+		}
+	}
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
+}
+
+type timedCommit struct {
+	node.Commit
+	at time.Time
 }
 
 type netRun struct {
@@ -425,7 +443,7 @@ type netRun struct {
 	peers   []*netPeer
 	log     *slog.Logger
 	arch    learner.Arch
-	commits chan node.Commit
+	commits chan timedCommit // the observer's commits, stamped when made
 	mu      sync.Mutex
 	heads   map[uint64]map[int]string // height → peer → head committed
 	train   map[uint64]float64        // height → slowest local training, seconds
@@ -433,6 +451,7 @@ type netRun struct {
 	losses  map[uint64][]float64      // height → honest peers' training losses
 	errs    chan error
 	obs     atomic.Int64
+	cpus chan struct{} // training slots, one per core
 	// equivSent counts the conflicting votes equivocating validators sent.
 	equivSent atomic.Int64
 }
@@ -490,7 +509,7 @@ func (r *netRun) start(ctx context.Context, p *netPeer) error {
 					r.losses[h] = append(r.losses[h], st.Loss)
 					r.mu.Unlock()
 				}
-			}}, byz: p.byz, attack: r.cfg.Attack, seed: r.cfg.Seed, peer: p.i, n: r.cfg.Peers, f: r.cfg.Byzantine, took: r.trained}),
+			}}, byz: p.byz, cpus: r.cpus, attack: r.cfg.Attack, seed: r.cfg.Seed, peer: p.i, n: r.cfg.Peers, f: r.cfg.Byzantine, took: r.trained}),
 		daemon.WithOnAggregate(func(h uint64, _ int, took time.Duration) {
 			r.mu.Lock()
 			r.agg[h] = max(r.agg[h], took.Seconds())
@@ -505,7 +524,7 @@ func (r *netRun) start(ctx context.Context, p *netPeer) error {
 			r.mu.Unlock()
 			if p.i == r.observer() {
 				select {
-				case r.commits <- c:
+				case r.commits <- timedCommit{c, time.Now()}:
 				default:
 				}
 			}
@@ -736,6 +755,7 @@ func meanOf(xs []float64) float64 {
 // attack on the result.
 type simTrainer struct {
 	inner  node.Trainer
+	cpus   chan struct{} // shared by all peers: one training per core
 	byz    bool
 	attack learner.Attack
 	seed   uint64
@@ -745,9 +765,18 @@ type simTrainer struct {
 }
 
 func (t *simTrainer) Train(ctx context.Context, height uint64, base []float32) ([]float32, int, error) {
+	// The simulated peers share this machine's cores: trainings beyond
+	// one per core would only interleave, each holding its graph and
+	// batches in memory meanwhile. The time waited is not training time.
+	select {
+	case t.cpus <- struct{}{}:
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	}
 	start := time.Now()
 	delta, samples, err := t.inner.Train(ctx, height, base)
 	t.took(height, time.Since(start))
+	<-t.cpus
 	if err != nil || !t.byz {
 		return delta, samples, err
 	}

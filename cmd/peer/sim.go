@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -68,9 +69,22 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	degree := fs.Int("degree", 0, "full stack: connect each peer to the validators and this many random peers (0: to every peer)")
 	codec := fs.String("codec", "dense", "full stack: update encoding dense, int8 or topk")
 	topk := fs.Float64("topk", 0.01, "full stack: fraction of each update kept by --codec topk")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+	memProfile := fs.String("memprofile", "", "full stack: write a heap profile, taken at the end while every peer is up, to this file")
 	load := dataFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 
 	cfg := def
@@ -214,6 +228,14 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	runner := sim.Run
 	if full {
 		runner = func(ctx context.Context, cfg sim.Config, train, test *learner.Dataset, observe func(sim.Round)) (sim.Report, error) {
+			if *memProfile != "" {
+				f, err := os.Create(*memProfile)
+				if err != nil {
+					return sim.Report{}, err
+				}
+				defer f.Close()
+				nw.HeapProfile = f
+			}
 			return sim.RunNetwork(ctx, cfg, nw, train, test, observe)
 		}
 	}
