@@ -399,7 +399,7 @@ func (p *Peer) openNetwork(ctx context.Context) error {
 		return p2p.Reject
 	}
 	validators := map[string]p2p.Validator{
-		p2p.TopicUpdates:   &p2p.AnnouncementPolicy{Network: p.gen.Network, Height: p.height.Load, Admit: p.admit},
+		p2p.TopicUpdates:   &p2p.AnnouncementPolicy{Network: p.gen.Network, Height: p.height.Load, Admit: p.admit, Verifier: p.ver},
 		p2p.TopicConsensus: p2p.ValidatorFunc(check),
 		p2p.TopicHeads: p2p.ValidatorFunc(func(ctx context.Context, from peer.ID, b []byte) p2p.Verdict {
 			if msg, err := consensus.Decode(b); err != nil {

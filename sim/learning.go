@@ -204,11 +204,16 @@ type Report struct {
 	// validators sent and the most any honest peer recorded as evidence;
 	// invalid messages spammers sent and honest peers' validators rejected
 	// (the rest were dropped unread once the spammers' scores sank).
-	EquivocatingVotes int64   `json:"equivocating_votes,omitempty"`
-	Equivocations     int     `json:"equivocations_detected,omitempty"`
-	SpamSent          int64   `json:"spam_sent,omitempty"`
-	SpamRejected      int64   `json:"spam_rejected,omitempty"`
-	Rounds            []Round `json:"rounds"`
+	EquivocatingVotes int64 `json:"equivocating_votes,omitempty"`
+	// AttackerViews is how many honest updates the omniscient attacks
+	// (ALIE, IPM) forged from on the full stack, over all rounds.
+	AttackerViews int64 `json:"attacker_views,omitempty"`
+	// GossipLost counts gossip messages peers lost to Network.Loss.
+	GossipLost    int64   `json:"gossip_lost,omitempty"`
+	Equivocations int     `json:"equivocations_detected,omitempty"`
+	SpamSent      int64   `json:"spam_sent,omitempty"`
+	SpamRejected  int64   `json:"spam_rejected,omitempty"`
+	Rounds        []Round `json:"rounds"`
 }
 
 // peerRand derives a peer's generator for one purpose and round, so that the
@@ -227,6 +232,7 @@ const (
 	purposeOrder
 	purposeRoles
 	purposeTopology
+	purposeLoss
 )
 
 // Run simulates cfg.Rounds rounds and returns the report. observe, if not

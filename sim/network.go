@@ -59,6 +59,11 @@ type Network struct {
 	// Lying lists peers whose aggregates are wrong (a Byzantine proposer or
 	// validator); they need not be among the attacking trainers.
 	Lying []int `toml:"lying"`
+	// Loss is the fraction of gossip messages every peer loses on receipt
+	// (seeded per peer; block transfers are reliable streams).
+	Loss float64 `toml:"loss"`
+	// Links override latency and bandwidth between two peers.
+	Links []LinkSpec `toml:"link"`
 	// Equivocating lists validators that sign a second, conflicting vote
 	// beside each of their own (double signing).
 	Equivocating []int `toml:"equivocating"`
@@ -76,6 +81,14 @@ type Network struct {
 	// HeapProfile, if set, receives a heap profile at the end of the run,
 	// while every peer is still up.
 	HeapProfile io.Writer `toml:"-"`
+}
+
+// LinkSpec is one link's own latency and bandwidth (both directions).
+type LinkSpec struct {
+	A             int     `toml:"a"`
+	B             int     `toml:"b"`
+	LatencyMs     int     `toml:"latency_ms"`
+	BandwidthMbps float64 `toml:"bandwidth_mbps"`
 }
 
 // Event is one step of a scenario's timeline: at committed height At, do
@@ -128,6 +141,17 @@ func (n Network) Validate(peers int) error {
 			return fmt.Errorf("%w: Byzantine validator %d is not a validator (validators are 0..%d)", ErrScenario, i, n.Validators-1)
 		}
 	}
+	if !(n.Loss >= 0 && n.Loss < 1) {
+		return fmt.Errorf("%w: loss %v must be in [0, 1)", ErrScenario, n.Loss)
+	}
+	for k, l := range n.Links {
+		if err := check(fmt.Sprintf("link %d", k), []int{l.A, l.B}); err != nil {
+			return err
+		}
+		if l.A == l.B || l.LatencyMs < 0 || l.BandwidthMbps < 0 {
+			return fmt.Errorf("%w: link %d: %d–%d, latency %d ms, bandwidth %v Mbit/s", ErrScenario, k, l.A, l.B, l.LatencyMs, l.BandwidthMbps)
+		}
+	}
 	if n.Spammers < 0 || n.SpamRate < 0 {
 		return fmt.Errorf("%w: negative spammers or spam rate", ErrScenario)
 	}
@@ -166,9 +190,6 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	}
 	if cfg.DP != nil && cfg.DP.Mode == DPSample {
 		return Report{}, fmt.Errorf("%w: the full-stack simulator privatises updates (dp mode update); DP-SGD runs in the learning-only one", ErrConfig)
-	}
-	if cfg.Attack.Omniscient() {
-		return Report{}, fmt.Errorf("%w: %s needs every honest update of the round before it forges its own; the learning-only simulator runs it", ErrConfig, cfg.Attack.Name)
 	}
 	if nw.TickMs == 0 {
 		nw.TickMs = 20
@@ -248,6 +269,11 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	if err := mn.LinkAll(); err != nil {
 		return Report{}, err
 	}
+	for _, l := range nw.Links {
+		for _, link := range mn.LinksBetweenPeers(peers[l.A].host.ID(), peers[l.B].host.ID()) {
+			link.SetOptions(mocknet.LinkOptions{Latency: time.Duration(l.LatencyMs) * time.Millisecond, Bandwidth: l.BandwidthMbps * 1e6 / 8})
+		}
+	}
 
 	g := daemon.DefaultGenesis("sim", vals)
 	g.Trainers = ids
@@ -275,7 +301,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	}
 	arch, _ := learner.ArchByName(cfg.Model)
 
-	run := &netRun{cfg: cfg, nw: nw, g: g, mn: mn, peers: peers, log: log, heads: map[uint64]map[int]string{}, cpus: make(chan struct{}, runtime.GOMAXPROCS(0)), train: map[uint64]float64{}, agg: map[uint64]float64{}, losses: map[uint64][]float64{},
+	run := &netRun{cfg: cfg, nw: nw, g: g, mn: mn, peers: peers, log: log, heads: map[uint64]map[int]string{}, cpus: make(chan struct{}, runtime.GOMAXPROCS(0)), board: newBoard(), train: map[uint64]float64{}, agg: map[uint64]float64{}, losses: map[uint64][]float64{},
 		commits: make(chan timedCommit, 1024), arch: arch, errs: make(chan error, 4*len(peers))}
 	defer run.stopAll()
 	for _, p := range peers {
@@ -415,6 +441,8 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 		}
 	}
 	rep.EquivocatingVotes = run.equivSent.Load()
+	rep.AttackerViews = run.attackerSaw.Load()
+	rep.GossipLost = run.lost.Load()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -436,22 +464,28 @@ type timedCommit struct {
 }
 
 type netRun struct {
-	cfg     Config
-	nw      Network
-	g       *daemon.Genesis
-	mn      mocknet.Mocknet
-	peers   []*netPeer
-	log     *slog.Logger
-	arch    learner.Arch
-	commits chan timedCommit // the observer's commits, stamped when made
-	mu      sync.Mutex
-	heads   map[uint64]map[int]string // height → peer → head committed
-	train   map[uint64]float64        // height → slowest local training, seconds
-	agg     map[uint64]float64        // height → slowest re-execution of the rule, seconds
-	losses  map[uint64][]float64      // height → honest peers' training losses
-	errs    chan error
-	obs     atomic.Int64
-	cpus chan struct{} // training slots, one per core
+	cfg         Config
+	nw          Network
+	g           *daemon.Genesis
+	mn          mocknet.Mocknet
+	peers       []*netPeer
+	log         *slog.Logger
+	arch        learner.Arch
+	commits     chan timedCommit // the observer's commits, stamped when made
+	mu          sync.Mutex
+	heads       map[uint64]map[int]string // height → peer → head committed
+	train       map[uint64]float64        // height → slowest local training, seconds
+	agg         map[uint64]float64        // height → slowest re-execution of the rule, seconds
+	losses      map[uint64][]float64      // height → honest peers' training losses
+	errs        chan error
+	obs         atomic.Int64
+	cpus        chan struct{} // training slots, one per core
+	board       *board        // honest deltas, for the omniscient attacks
+	attackerSaw atomic.Int64
+	lost        atomic.Int64 // gossip messages lost to Loss
+	// running counts honest trainers that are up (the main goroutine
+	// starts and stops peers; trainers read it).
+	running atomic.Int64
 	// equivSent counts the conflicting votes equivocating validators sent.
 	equivSent atomic.Int64
 }
@@ -490,6 +524,13 @@ func (r *netRun) trained(height uint64, d time.Duration) {
 func (r *netRun) observer() int { return int(r.obs.Load()) }
 
 func (r *netRun) setObserver() {
+	n := 0
+	for _, p := range r.peers {
+		if !p.byz && p.cur != nil {
+			n++
+		}
+	}
+	r.running.Store(int64(n))
 	for _, p := range r.peers {
 		if !p.byz && !p.lying && !p.equiv && p.cur != nil {
 			r.obs.Store(int64(p.i))
@@ -497,6 +538,8 @@ func (r *netRun) setObserver() {
 		}
 	}
 }
+
+func (r *netRun) honestRunning() int { return int(r.running.Load()) }
 
 func (r *netRun) start(ctx context.Context, p *netPeer) error {
 	seed := *noiseSeed(r.cfg.Seed, p.i, 0)
@@ -509,7 +552,7 @@ func (r *netRun) start(ctx context.Context, p *netPeer) error {
 					r.losses[h] = append(r.losses[h], st.Loss)
 					r.mu.Unlock()
 				}
-			}}, byz: p.byz, cpus: r.cpus, attack: r.cfg.Attack, seed: r.cfg.Seed, peer: p.i, n: r.cfg.Peers, f: r.cfg.Byzantine, took: r.trained}),
+			}}, byz: p.byz, cpus: r.cpus, board: r.board, honest: r.honestRunning, seen: &r.attackerSaw, attack: r.cfg.Attack, seed: r.cfg.Seed, peer: p.i, n: r.cfg.Peers, f: r.cfg.Byzantine, took: r.trained}),
 		daemon.WithOnAggregate(func(h uint64, _ int, took time.Duration) {
 			r.mu.Lock()
 			r.agg[h] = max(r.agg[h], took.Seconds())
@@ -532,13 +575,29 @@ func (r *netRun) start(ctx context.Context, p *netPeer) error {
 	if p.lying {
 		opts = append(opts, daemon.WithStoreWrapper(func(s node.Store) node.Store { return lyingStore{s} }))
 	}
+	// Network wrappers, innermost first: a double-signing validator's
+	// second votes go out, and loss applies to what comes in.
+	var wraps []func(node.Network) node.Network
 	if p.equiv {
 		signer, err := p2p.NewKeySigner(p.priv)
 		if err != nil {
 			return err
 		}
-		opts = append(opts, daemon.WithNetworkWrapper(func(n node.Network) node.Network {
+		wraps = append(wraps, func(n node.Network) node.Network {
 			return equivocatingNet{Network: n, network: r.g.Network, signer: signer, sent: &r.equivSent}
+		})
+	}
+	if r.nw.Loss > 0 {
+		wraps = append(wraps, func(n node.Network) node.Network {
+			return &lossyNet{Network: n, rate: r.nw.Loss, rng: peerRand(r.cfg.Seed, p.i, 0, purposeLoss), dropped: &r.lost}
+		})
+	}
+	if len(wraps) > 0 {
+		opts = append(opts, daemon.WithNetworkWrapper(func(n node.Network) node.Network {
+			for _, w := range wraps {
+				n = w(n)
+			}
+			return n
 		}))
 	}
 	p.reg = prometheus.NewRegistry()
@@ -756,12 +815,68 @@ func meanOf(xs []float64) float64 {
 type simTrainer struct {
 	inner  node.Trainer
 	cpus   chan struct{} // shared by all peers: one training per core
+	board  *board
+	honest func() int    // honest trainers running now
+	seen   *atomic.Int64 // honest updates the adversary forged from
 	byz    bool
 	attack learner.Attack
 	seed   uint64
 	peer   int
 	n, f   int
 	took   func(uint64, time.Duration)
+}
+
+// board is where the simulated adversary learns the honest updates of a
+// height before forging its own: ALIE and IPM assume an omniscient,
+// colluding attacker (it could also fetch them over the network, as any
+// peer can, once announced). Honest trainers post their raw deltas.
+type board struct {
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every post
+	deltas  map[uint64]map[int][]float32
+}
+
+func newBoard() *board {
+	return &board{changed: make(chan struct{}), deltas: map[uint64]map[int][]float32{}}
+}
+
+func (b *board) post(height uint64, peer int, delta []float32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.deltas[height] == nil {
+		b.deltas[height] = map[int][]float32{}
+	}
+	b.deltas[height][peer] = delta
+	delete(b.deltas, height-3) // nobody forges that far back
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+// wait returns the honest deltas of height once want of them are posted,
+// or what is there when patience runs out (the run goes on: a trainer
+// that crashed never posts).
+func (b *board) wait(ctx context.Context, height uint64, want int, patience time.Duration) [][]float32 {
+	deadline := time.After(patience)
+	for {
+		b.mu.Lock()
+		got, ch := b.deltas[height], b.changed
+		if len(got) >= want {
+			out := make([][]float32, 0, len(got))
+			for _, k := range slices.Sorted(maps.Keys(got)) {
+				out = append(out, got[k])
+			}
+			b.mu.Unlock()
+			return out
+		}
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			want = 0
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 func (t *simTrainer) Train(ctx context.Context, height uint64, base []float32) ([]float32, int, error) {
@@ -777,10 +892,19 @@ func (t *simTrainer) Train(ctx context.Context, height uint64, base []float32) (
 	delta, samples, err := t.inner.Train(ctx, height, base)
 	t.took(height, time.Since(start))
 	<-t.cpus
-	if err != nil || !t.byz {
+	if err != nil {
 		return delta, samples, err
 	}
-	return t.attack.Forge(delta, nil, len(delta), t.n, t.f, peerRand(t.seed, t.peer, int(height), purposeAttack)), samples, nil
+	if !t.byz {
+		t.board.post(height, t.peer, delta)
+		return delta, samples, nil
+	}
+	var honest [][]float32
+	if t.attack.Omniscient() {
+		honest = t.board.wait(ctx, height, t.honest(), 60*time.Second)
+		t.seen.Add(int64(len(honest)))
+	}
+	return t.attack.Forge(delta, honest, len(delta), t.n, t.f, peerRand(t.seed, t.peer, int(height), purposeAttack)), samples, nil
 }
 
 // lyingStore stores a wrong aggregate: every checkpoint above genesis that

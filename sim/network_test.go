@@ -178,3 +178,32 @@ func TestScenarioCommitteeSparse(t *testing.T) {
 		}
 	}
 }
+
+// ALIE on the full stack: the colluding attackers forge from every honest
+// update of the height (4 honest × 3 rounds × 1 attacker), the round does
+// not stall waiting for them, and the trimmed mean's heads agree.
+func TestScenarioOmniscientAttack(t *testing.T) {
+	rep := scenarioRun(t, 5, 3, Network{}, func(c *Config) {
+		c.Byzantine = 1
+		c.Attack, _ = learner.ParseAttack(learner.AttackALIE)
+		c.Agg = learner.AggConfig{Rule: learner.RuleTrimmedMean}
+	})
+	if rep.AttackerViews != 4*3 {
+		t.Fatalf("the attacker forged from %d honest updates, want 12", rep.AttackerViews)
+	}
+	for _, r := range rep.Rounds {
+		if r.Contributors != 5 {
+			t.Fatalf("round %d: %d updates, want 5 (the attacker's included)", r.Round, r.Contributors)
+		}
+	}
+}
+
+// Every peer loses 20% of the gossip it receives and one link is slow:
+// rebroadcasts, re-announcements and catch-up carry the rounds through.
+func TestScenarioLossyLinks(t *testing.T) {
+	rep := scenarioRun(t, 5, 4, Network{Loss: 0.2, Links: []LinkSpec{{A: 0, B: 1, LatencyMs: 40, BandwidthMbps: 20}}}, nil)
+	if rep.GossipLost == 0 {
+		t.Fatal("no gossip was lost: the loss setting did nothing")
+	}
+	t.Logf("%d gossip messages lost", rep.GossipLost)
+}

@@ -65,6 +65,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	scenario := fs.String("scenario", "", "scenario file (TOML): settings plus a timeline of crashes, partitions, late joins, lying peers")
 	latency := fs.Int("latency-ms", 2, "full stack: one-way latency of every link")
 	bandwidth := fs.Float64("bandwidth-mbps", 0, "full stack: bandwidth of every link (0: unlimited)")
+	loss := fs.Float64("loss", 0, "full stack: fraction of gossip messages every peer loses on receipt, in [0,1)")
 	validators := fs.Int("validators", 0, "full stack: only peers 0..N-1 validate, every peer trains (0: all validate)")
 	degree := fs.Int("degree", 0, "full stack: connect each peer to the validators and this many random peers (0: to every peer)")
 	codec := fs.String("codec", "dense", "full stack: update encoding dense, int8 or topk")
@@ -120,7 +121,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	nw := sim.Network{LatencyMs: *latency, BandwidthMbps: *bandwidth, Codec: *codec, TopK: *topk, Validators: *validators, Degree: *degree}
+	nw := sim.Network{LatencyMs: *latency, BandwidthMbps: *bandwidth, Codec: *codec, TopK: *topk, Validators: *validators, Degree: *degree, Loss: *loss}
 	title := "murmur simulation"
 	if *scenario != "" {
 		sc, err := sim.LoadScenario(*scenario)
@@ -142,9 +143,8 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *out == "" && !*matrix {
 		*out = filepath.Join(os.TempDir(), fmt.Sprintf("murmur-sim-%d", cfg.Seed))
 	}
-	if full && (cfg.Attack.Omniscient() || (cfg.DP != nil && cfg.DP.Mode == sim.DPSample)) {
-		return fmt.Errorf("%w: %s on the full stack is not simulated (ALIE/IPM need every honest update first; DP-SGD is learning-only): add --learning-only", errUsage,
-			map[bool]string{true: cfg.Attack.Name, false: "--dp-mode sample"}[cfg.Attack.Omniscient()])
+	if full && cfg.DP != nil && cfg.DP.Mode == sim.DPSample {
+		return fmt.Errorf("%w: --dp-mode sample (DP-SGD) is simulated by the learning-only engine: add --learning-only (the full stack privatises whole updates)", errUsage)
 	}
 	train, test, err := load(stderr)
 	if err != nil {
@@ -277,6 +277,12 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if rep.Epsilon > 0 {
 		fmt.Fprintf(stdout, "privacy (%s, σ = %.4f): the most any honest peer spent is ε = %.3f at δ = %g\n", rep.DPMode, rep.DPSigma, rep.Epsilon, *dpDelta)
+	}
+	if rep.AttackerViews > 0 {
+		fmt.Fprintf(stdout, "%s: the colluding attackers forged from %d honest updates in all (an omniscient adversary)\n", rep.Attack, rep.AttackerViews)
+	}
+	if rep.GossipLost > 0 {
+		fmt.Fprintf(stdout, "loss: peers lost %d gossip messages\n", rep.GossipLost)
 	}
 	if rep.EquivocatingVotes > 0 {
 		fmt.Fprintf(stdout, "equivocation: %d conflicting votes sent; honest peers recorded up to %d pieces of evidence\n", rep.EquivocatingVotes, rep.Equivocations)
