@@ -78,6 +78,9 @@ type Aggregation struct {
 	// ServerMomentum μ: each height also moves by μ times the previous
 	// height's step (read from the chain, so still re-executable).
 	ServerMomentum float64 `json:"server_momentum,omitempty"`
+	// MaxSamples caps the sample count an update may claim (its weight in
+	// the mean); 0: no cap.
+	MaxSamples int `json:"max_samples,omitempty"`
 }
 
 // TrainSpec is each trainer's local work per height.
@@ -277,7 +280,7 @@ func (g *Genesis) ConsensusConfig() (consensus.Config, error) {
 func (g *Genesis) AggConfig() learner.AggConfig {
 	a := g.Aggregation
 	return learner.AggConfig{Rule: a.Rule, Trim: a.Trim, KrumF: a.KrumF, KrumM: a.KrumM, ClipTau: a.ClipTau,
-		ClipIters: a.ClipIters, NormBound: a.NormBound, ServerMomentum: a.ServerMomentum}
+		ClipIters: a.ClipIters, NormBound: a.NormBound, ServerMomentum: a.ServerMomentum, MaxSamples: a.MaxSamples}
 }
 
 // TrainConfig is the learner's view of local training.

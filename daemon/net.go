@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/boxo/bitswap"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/murmur-ml/murmur/node"
 	"github.com/murmur-ml/murmur/p2p"
@@ -26,6 +29,31 @@ type network struct {
 	priv  crypto.PrivKey
 	// fetchTimeout bounds one DAG fetch.
 	fetchTimeout time.Duration
+	// authors remembers who announced each recent update: Fetch asks the
+	// author directly before falling back to bitswap. Written by the
+	// announcement relay, read by fetches.
+	mu      sync.Mutex
+	authors map[string]peer.ID
+	direct  *atomic.Int64 // block bytes fetched from authors directly
+}
+
+// maxAuthors bounds the update → author hints (a few heights' worth).
+const maxAuthors = 4096
+
+func (n *network) noteAuthor(update cid.Cid, author peer.ID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.authors == nil || len(n.authors) >= maxAuthors {
+		n.authors = map[string]peer.ID{} // forget the older heights at once
+	}
+	n.authors[update.KeyString()] = author
+}
+
+func (n *network) author(update cid.Cid) (peer.ID, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p, ok := n.authors[update.KeyString()]
+	return p, ok
 }
 
 var _ node.Network = (*network)(nil)
@@ -77,6 +105,7 @@ func (n *network) Announcements(ctx context.Context) (<-chan node.Announced, err
 			if err != nil {
 				continue // validated already; cannot fail
 			}
+			n.noteAuthor(a.Update, a.Author)
 			select {
 			case out <- node.Announced{Author: a.Author.String(), Height: a.Height, Update: a.Update}:
 			case <-ctx.Done():
@@ -127,6 +156,13 @@ func (n *network) FetchCommits(ctx context.Context, from uint64) ([][]byte, erro
 func (n *network) Fetch(ctx context.Context, root cid.Cid) error {
 	ctx, cancel := context.WithTimeout(ctx, n.fetchTimeout)
 	defer cancel()
+	if a, ok := n.author(root); ok && a != n.host.ID() {
+		if _, size, err := p2p.FetchDAGFrom(ctx, n.host, a, n.name, n.store.Blockstore(), root, dagLinks); err == nil {
+			n.direct.Add(int64(size))
+			return nil
+		}
+		// The author left, or lied: anyone who has it may answer.
+	}
 	_, err := p2p.FetchDAG(ctx, n.bsw, n.store.Blockstore(), root, dagLinks)
 	return err
 }

@@ -136,27 +136,29 @@ type Status struct {
 // Peer is one running murmur peer: host, gossip, bitswap, store,
 // write-ahead log, ledger, trainer and the node shell, wired.
 type Peer struct {
-	home  string
-	cfg   Config
-	gen   *Genesis
-	o     options
-	log   *slog.Logger
-	priv  crypto.PrivKey
-	id    peer.ID
-	ver   *p2p.CachedVerifier // shared by gossip validators and the core
-	host  host.Host
-	bw    *metrics.BandwidthCounter
-	store *storage.Store
-	wal   *wal.WAL
-	led   *ledger.Ledger
-	gsp   *p2p.Gossip
-	bsw   *bitswap.Bitswap
-	disc  *p2p.Discovery
-	shell *node.Shell
-	reg   *prometheus.Registry
-	m     *peerMetrics
-	test  *learner.Dataset
-	arch  learner.Arch
+	home string
+	cfg  Config
+	gen  *Genesis
+	o    options
+	log  *slog.Logger
+	priv crypto.PrivKey
+	id   peer.ID
+	ver  *p2p.CachedVerifier // shared by gossip validators and the core
+	// direct counts block bytes fetched from update authors (not bitswap).
+	direct atomic.Int64
+	host   host.Host
+	bw     *metrics.BandwidthCounter
+	store  *storage.Store
+	wal    *wal.WAL
+	led    *ledger.Ledger
+	gsp    *p2p.Gossip
+	bsw    *bitswap.Bitswap
+	disc   *p2p.Discovery
+	shell  *node.Shell
+	reg    *prometheus.Registry
+	m      *peerMetrics
+	test   *learner.Dataset
+	arch   learner.Arch
 
 	height  atomic.Uint64 // the height being decided (gossip validators read it)
 	mu      sync.Mutex    // guards status and commits
@@ -453,6 +455,7 @@ func (p *Peer) openNetwork(ctx context.Context) error {
 		return err
 	}
 	p2p.ServeRange(p.host, p.gen.Network, p.commitRange)
+	p2p.ServeDAG(p.host, p.gen.Network, p.store.Blockstore(), dagLinks)
 	return nil
 }
 
@@ -477,7 +480,7 @@ func (p *Peer) makeShell(core *node.Core) error {
 	codec, _ := shard.ParseCodec(p.gen.Codec.Name)
 	s := &node.Shell{Core: core, Store: p.store, WAL: p.wal, Ledger: p.led, Signer: signer, Agg: p.gen.AggConfig(),
 		Codec: codec, TopK: p.gen.Codec.TopK, Tick: tick, HeadTicks: p.gen.Round.HeadTicks, Log: p.log,
-		Net: &network{name: p.gen.Network, host: p.host, g: p.gsp, bsw: p.bsw, store: p.store, priv: p.priv, fetchTimeout: p.o.fetch}}
+		Net: &network{name: p.gen.Network, host: p.host, g: p.gsp, bsw: p.bsw, store: p.store, priv: p.priv, fetchTimeout: p.o.fetch, direct: &p.direct}}
 	if p.o.wrapStore != nil {
 		s.Store = p.o.wrapStore(s.Store)
 	}
@@ -714,6 +717,16 @@ func (p *Peer) Store() *storage.Store { return p.store }
 
 // Bitswap is the peer's block exchange (its statistics count model bytes).
 func (p *Peer) Bitswap() *bitswap.Bitswap { return p.bsw }
+
+// BlockBytesReceived is how many bytes of blocks the peer has fetched:
+// over bitswap, and directly from the authors of updates.
+func (p *Peer) BlockBytesReceived() int64 {
+	n := p.direct.Load()
+	if st, err := p.bsw.Stat(); err == nil {
+		n += int64(st.DataReceived)
+	}
+	return n
+}
 
 // Registry holds the peer's metrics.
 func (p *Peer) Registry() *prometheus.Registry { return p.reg }

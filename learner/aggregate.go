@@ -56,6 +56,10 @@ type AggConfig struct {
 	// NormBound, when > 0, first scales every update down to at most this L2
 	// norm (Sun et al. 2019), whatever the rule.
 	NormBound float64
+	// MaxSamples, when > 0, caps the sample count each update claims (its
+	// weight in the mean): a trainer cannot buy influence by claiming more
+	// data than any peer holds. Applied before every rule, deterministically.
+	MaxSamples int
 }
 
 // Validate checks the rule name and parameter ranges (not the input count,
@@ -75,6 +79,8 @@ func (c AggConfig) Validate() error {
 		return fmt.Errorf("%w: centered clipping τ=%v L=%d must be ≥ 0", ErrConfig, c.ClipTau, c.ClipIters)
 	case c.NormBound < 0 || math.IsNaN(c.NormBound):
 		return fmt.Errorf("%w: norm bound %v must be ≥ 0", ErrConfig, c.NormBound)
+	case c.MaxSamples < 0:
+		return fmt.Errorf("%w: max samples %d must be ≥ 0", ErrConfig, c.MaxSamples)
 	}
 	return nil
 }
@@ -93,6 +99,9 @@ func (c AggConfig) String() string {
 	}
 	if c.NormBound > 0 {
 		s += fmt.Sprintf("+normbound(%g)", c.NormBound)
+	}
+	if c.MaxSamples > 0 {
+		s += fmt.Sprintf("+maxsamples(%d)", c.MaxSamples)
 	}
 	return s
 }
@@ -152,6 +161,11 @@ func Aggregate(cfg AggConfig, ups []Update) ([]float32, error) {
 	if cfg.NormBound > 0 {
 		for i := range ups {
 			ups[i].Delta = ClipL2(ups[i].Delta, cfg.NormBound)
+		}
+	}
+	if cfg.MaxSamples > 0 {
+		for i := range ups {
+			ups[i].Samples = min(ups[i].Samples, cfg.MaxSamples)
 		}
 	}
 	n := len(ups)

@@ -35,6 +35,8 @@ func TestAggregateRules(t *testing.T) {
 		{"trimmed β=0 is the mean", AggConfig{Rule: RuleTrimmedMean, Trim: 1e-9}, five, []float32{22, -180}},
 		{"krum drops the outlier", AggConfig{Rule: RuleKrum, KrumF: 1, KrumM: 4}, five, []float32{2.5, 25}},
 		{"krum m=1 picks the most central", AggConfig{Rule: RuleKrum, KrumF: 1, KrumM: 1}, five, []float32{2, 20}},
+		{"a claim of a million samples buys no weight past the cap", AggConfig{Rule: RuleMean, MaxSamples: 3},
+			[]Update{{"a", []float32{0}, 3}, {"liar", []float32{4}, 1_000_000}}, []float32{2}},
 		{"norm bound then mean", AggConfig{Rule: RuleMean, NormBound: 5},
 			ups([]float32{3, 4}, []float32{30, 40}), []float32{3, 4}},
 	}

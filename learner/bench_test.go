@@ -96,3 +96,27 @@ func BenchmarkAggregate(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTrainOneStep is a peer's cheapest local work (one mini-batch, as
+// in the simulator's scale scenario): building the graph dominates.
+// Reported against one step inside an epoch of the same run.
+func BenchmarkTrainOneStep(b *testing.B) {
+	data := Synthetic(2000, rand.New(rand.NewPCG(1, 1)))
+	m, _ := NewModel(Arch2NN, rand.New(rand.NewPCG(1, 0)))
+	cfg := DefaultTrainConfig()
+	cfg.Steps = 1
+	t0 := time.Now()
+	for b.Loop() {
+		if _, err := Train(m.Clone(), data, cfg, rand.New(rand.NewPCG(1, 1))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	one := time.Since(t0) / time.Duration(b.N)
+	cfg.Steps = 31
+	t1 := time.Now()
+	if _, err := Train(m.Clone(), data, cfg, rand.New(rand.NewPCG(1, 1))); err != nil {
+		b.Fatal(err)
+	}
+	perStep := time.Since(t1) / 31
+	b.ReportMetric(one.Seconds()/perStep.Seconds(), "one-step-call/step-in-epoch")
+}

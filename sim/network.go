@@ -59,6 +59,10 @@ type Network struct {
 	// Lying lists peers whose aggregates are wrong (a Byzantine proposer or
 	// validator); they need not be among the attacking trainers.
 	Lying []int `toml:"lying"`
+	// EvalSamples, if > 0, evaluates each head on the first this many test
+	// images instead of all: at scale the evaluation competes with the
+	// peers for the cores.
+	EvalSamples int `toml:"eval_samples"`
 	// Loss is the fraction of gossip messages every peer loses on receipt
 	// (seeded per peer; block transfers are reliable streams).
 	Loss float64 `toml:"loss"`
@@ -141,6 +145,9 @@ func (n Network) Validate(peers int) error {
 			return fmt.Errorf("%w: Byzantine validator %d is not a validator (validators are 0..%d)", ErrScenario, i, n.Validators-1)
 		}
 	}
+	if n.EvalSamples < 0 {
+		return fmt.Errorf("%w: eval_samples %d", ErrScenario, n.EvalSamples)
+	}
 	if !(n.Loss >= 0 && n.Loss < 1) {
 		return fmt.Errorf("%w: loss %v must be in [0, 1)", ErrScenario, n.Loss)
 	}
@@ -193,6 +200,13 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	}
 	if nw.TickMs == 0 {
 		nw.TickMs = 20
+	}
+	if nw.EvalSamples > 0 && nw.EvalSamples < test.N() {
+		idx := make([]int, nw.EvalSamples)
+		for i := range idx {
+			idx[i] = i
+		}
+		test = test.Subset(idx)
 	}
 	if nw.WindowTicks == 0 {
 		nw.WindowTicks = 1500
@@ -279,9 +293,9 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	g.Trainers = ids
 	g.Model.Arch, g.Model.Seed = cfg.Model, cfg.Seed
 	a := cfg.Agg
-	g.Aggregation = daemon.Aggregation{Rule: a.Rule, Trim: a.Trim, KrumF: a.KrumF, KrumM: a.KrumM, ClipTau: a.ClipTau, ClipIters: a.ClipIters, NormBound: a.NormBound, ServerMomentum: a.ServerMomentum}
+	g.Aggregation = daemon.Aggregation{Rule: a.Rule, Trim: a.Trim, KrumF: a.KrumF, KrumM: a.KrumM, ClipTau: a.ClipTau, ClipIters: a.ClipIters, NormBound: a.NormBound, ServerMomentum: a.ServerMomentum, MaxSamples: a.MaxSamples}
 	g.Round = daemon.RoundSpec{TickMillis: nw.TickMs, CollectTicks: nw.WindowTicks, TimeoutPropose: nw.WindowTicks, TimeoutPrevote: 50,
-		TimeoutPrecommit: 50, TimeoutDelta: 25, RebroadcastTicks: 100, HeadTicks: 25, WaitAll: true}
+		TimeoutPrecommit: 50, TimeoutDelta: 25, RebroadcastTicks: 100, HeadTicks: 250, WaitAll: true}
 	if cfg.DP != nil {
 		budget := cfg.DP.Budget
 		if budget == 0 {
@@ -737,9 +751,7 @@ func (r *netRun) bytesReceived() int64 {
 		if p.cur == nil {
 			continue
 		}
-		if st, err := p.cur.Bitswap().Stat(); err == nil {
-			n += int64(st.DataReceived)
-		}
+		n += p.cur.BlockBytesReceived()
 	}
 	return n
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -70,6 +71,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	degree := fs.Int("degree", 0, "full stack: connect each peer to the validators and this many random peers (0: to every peer)")
 	codec := fs.String("codec", "dense", "full stack: update encoding dense, int8 or topk")
 	topk := fs.Float64("topk", 0.01, "full stack: fraction of each update kept by --codec topk")
+	logFile := fs.String("log", "", "full stack: write every peer's debug log (text) to this file")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	memProfile := fs.String("memprofile", "", "full stack: write a heap profile, taken at the end while every peer is up, to this file")
 	load := dataFlag(fs)
@@ -228,6 +230,14 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	runner := sim.Run
 	if full {
 		runner = func(ctx context.Context, cfg sim.Config, train, test *learner.Dataset, observe func(sim.Round)) (sim.Report, error) {
+			if *logFile != "" {
+				f, err := os.Create(*logFile)
+				if err != nil {
+					return sim.Report{}, err
+				}
+				defer f.Close()
+				nw.Log = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			}
 			if *memProfile != "" {
 				f, err := os.Create(*memProfile)
 				if err != nil {

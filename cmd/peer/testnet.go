@@ -77,6 +77,9 @@ func runTestnet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	g := daemon.DefaultGenesis(*network, vals)
 	g.Aggregation.Rule, g.Model.Arch, g.Train.Steps, g.Round.TickMillis = *rule, *arch, *steps, *tick
 	g.Round.CollectTicks = *collect
+	// No honest trainer claims more than one height's batches: a larger
+	// claim would only buy weight in the mean.
+	g.Aggregation.MaxSamples = g.Train.Steps * g.Train.Batch
 	if !*open {
 		g.Trainers = ids
 	}
