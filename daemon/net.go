@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/murmur-ml/murmur/consensus"
 	"github.com/murmur-ml/murmur/node"
 	"github.com/murmur-ml/murmur/p2p"
 	"github.com/murmur-ml/murmur/storage"
@@ -37,7 +38,8 @@ type network struct {
 	direct  *atomic.Int64 // block bytes fetched from authors directly
 }
 
-// maxAuthors bounds the update → author hints (a few heights' worth).
+// maxAuthors bounds the update → author hints (a few heights' worth; a
+// model's CID → the validator that published its commit, too).
 const maxAuthors = 4096
 
 func (n *network) noteAuthor(update cid.Cid, author peer.ID) {
@@ -70,6 +72,11 @@ func (n *network) Announce(ctx context.Context, height uint64, update cid.Cid, s
 // slow consumer blocks the relay (gossipsub then drops for the
 // subscription, which it counts) rather than growing memory.
 func (n *network) messages(ctx context.Context, kind string) (<-chan []byte, error) {
+	return n.relay(ctx, kind, nil)
+}
+
+// relay is messages with a look at each one first (who published it).
+func (n *network) relay(ctx context.Context, kind string, look func(data []byte, publisher peer.ID)) (<-chan []byte, error) {
 	sub, err := n.g.Subscribe(kind)
 	if err != nil {
 		return nil, err
@@ -82,6 +89,9 @@ func (n *network) messages(ctx context.Context, kind string) (<-chan []byte, err
 			m, err := sub.Next(ctx)
 			if err != nil {
 				return
+			}
+			if look != nil {
+				look(m.Data, m.GetFrom())
 			}
 			select {
 			case ch <- m.Data:
@@ -128,8 +138,24 @@ func (n *network) PublishHead(ctx context.Context, b []byte) error {
 	return n.g.Publish(ctx, p2p.TopicHeads, b)
 }
 
+// Heads relays commits; the validator that published one computed (or
+// fetched) its model, so it is whom Fetch asks first for that model.
 func (n *network) Heads(ctx context.Context) (<-chan []byte, error) {
-	return n.messages(ctx, p2p.TopicHeads)
+	return n.relay(ctx, p2p.TopicHeads, func(b []byte, from peer.ID) {
+		msg, err := consensus.Decode(b)
+		if err != nil {
+			return
+		}
+		cm, ok := msg.(*consensus.Commit)
+		if !ok {
+			return
+		}
+		if obj, err := storage.Decode(cm.Value); err == nil {
+			if blk, ok := obj.(*storage.Block); ok {
+				n.noteAuthor(blk.Result.Cid, from)
+			}
+		}
+	})
 }
 
 // FetchCommits asks connected peers in turn for the commits from height on
@@ -157,11 +183,15 @@ func (n *network) Fetch(ctx context.Context, root cid.Cid) error {
 	ctx, cancel := context.WithTimeout(ctx, n.fetchTimeout)
 	defer cancel()
 	if a, ok := n.author(root); ok && a != n.host.ID() {
-		if _, size, err := p2p.FetchDAGFrom(ctx, n.host, a, n.name, n.store.Blockstore(), root, dagLinks); err == nil {
+		// Half the budget for the author: one that is gone, overloaded or
+		// lying leaves time for anyone else who has it (bitswap).
+		dctx, dcancel := context.WithTimeout(ctx, n.fetchTimeout/2)
+		_, size, err := p2p.FetchDAGFrom(dctx, n.host, a, n.name, n.store.Blockstore(), root, dagLinks)
+		dcancel()
+		if err == nil {
 			n.direct.Add(int64(size))
 			return nil
 		}
-		// The author left, or lied: anyone who has it may answer.
 	}
 	_, err := p2p.FetchDAG(ctx, n.bsw, n.store.Blockstore(), root, dagLinks)
 	return err
