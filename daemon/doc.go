@@ -24,7 +24,9 @@
 //   - The HTTP API (Handler, ServeAPI): /status, /metrics, /block/{cid},
 //     /import, /healthz, on loopback unless allowed otherwise.
 //   - The range protocol that serves runs of committed heights to peers
-//     catching up (p2p.ServeRange over the ledger's commits).
+//     catching up (p2p.ServeRange over the ledger's commits), and the DAG
+//     protocol that serves updates and models to whoever asks their author
+//     or publisher first (p2p.ServeDAG; bitswap is the fallback).
 //
 // A home folder holds config.toml, genesis.json, key, store/ (LevelDB) and
 // data/ (wal, ledger, privacy.json).

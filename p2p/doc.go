@@ -3,7 +3,10 @@
 // manager, optional NAT traversal), discovery (kad-dht in server mode under
 // /murmur/<network>, never the public IPFS DHT; mDNS on a LAN), the gossipsub
 // topics of DESIGN.md with their validators and peer scoring, bitswap over
-// the host wired to storage's blockstore, an optional pre-shared key
+// the host wired to storage's blockstore, two request/response protocols
+// (runs of committed heights for peers catching up; a whole DAG from one
+// peer — an update from its author — verified block by block), a cache of
+// verified signatures, an optional pre-shared key
 // (private network) and a connection gater that admits only the peers the
 // genesis allows, and Prometheus metrics.
 //

@@ -4,15 +4,19 @@
 // node core and shell, consensus with write-ahead logs and ledgers,
 // validating stores, gossipsub with validators, bitswap, the gorgonia
 // trainer with its privacy budget — over an in-memory libp2p network
-// (mocknet) with per-link latency and bandwidth. A Network adds a timeline
-// of faults (crash, restart, partition, heal, a late join), peers whose
-// aggregates lie, and update codecs; a Scenario file (TOML) carries one.
+// (mocknet) with latency and bandwidth, per-link overrides and gossip loss.
+// A Network adds a timeline of faults (crash, restart, partition, heal, a
+// late join), peers whose aggregates lie, equivocating validators, spammer
+// hosts outside the genesis, a validator committee and a sparse topology,
+// and update codecs; a Scenario file (TOML) carries one. Trainings are
+// limited to one per core (the peers share this machine's cores).
 // Peer identities, data partitions, training, DP noise and, because
 // proposers wait for every listed trainer, block contents all follow from
 // the seed: the same seed and fault-free scenario give the same head CIDs.
 // Byzantine trainers run the attacks of package learner on their own
-// update (ALIE and IPM, which need every honest update of the round first,
-// and DP-SGD run in the learning-only engine).
+// update; for ALIE and IPM they collude, forging from the height's honest
+// updates (an omniscient adversary). DP-SGD runs in the learning-only
+// engine only.
 //
 // Run is the learning-only engine (issue 1/6): the same training,
 // aggregation and DP without network, storage or consensus, every honest
