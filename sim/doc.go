@@ -6,7 +6,8 @@
 // trainer with its privacy budget — over an in-memory libp2p network
 // (mocknet) with latency and bandwidth, per-link overrides and gossip loss.
 // A Network adds a timeline of faults (crash, restart, partition, heal, a
-// late join), peers whose aggregates lie, equivocating validators, spammer
+// late join), peers whose aggregates lie, silent proposers, equivocating
+// validators, spammer
 // hosts outside the genesis, a validator committee and a sparse topology,
 // and update codecs; a Scenario file (TOML) carries one. Trainings are
 // limited to one per core (the peers share this machine's cores).

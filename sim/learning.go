@@ -208,6 +208,8 @@ type Report struct {
 	// AttackerViews is how many honest updates the omniscient attacks
 	// (ALIE, IPM) forged from on the full stack, over all rounds.
 	AttackerViews int64 `json:"attacker_views,omitempty"`
+	// ProposalsWithheld counts the proposals silent validators did not send.
+	ProposalsWithheld int64 `json:"proposals_withheld,omitempty"`
 	// GossipLost counts gossip messages peers lost to Network.Loss.
 	GossipLost    int64   `json:"gossip_lost,omitempty"`
 	Equivocations int     `json:"equivocations_detected,omitempty"`

@@ -48,6 +48,23 @@ func (e equivocatingNet) Broadcast(ctx context.Context, payload []byte) error {
 	return e.Network.Broadcast(ctx, consensus.Encode(&w))
 }
 
+// silentNet is a validator that never proposes: its proposals (first
+// sends and rebroadcasts alike) stay home; its votes go out as usual.
+type silentNet struct {
+	node.Network
+	dropped *atomic.Int64
+}
+
+func (s silentNet) Broadcast(ctx context.Context, payload []byte) error {
+	if msg, err := consensus.Decode(payload); err == nil {
+		if _, ok := msg.(*consensus.Proposal); ok {
+			s.dropped.Add(1)
+			return nil
+		}
+	}
+	return s.Network.Broadcast(ctx, payload)
+}
+
 // spammer is a host outside the genesis that joins the network's topics
 // and floods them with invalid messages: random bytes, announcements by a
 // peer that is not a trainer, votes claiming an honest validator's name

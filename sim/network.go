@@ -68,6 +68,9 @@ type Network struct {
 	Loss float64 `toml:"loss"`
 	// Links override latency and bandwidth between two peers.
 	Links []LinkSpec `toml:"link"`
+	// Silent lists validators that never propose (they vote, train and
+	// commit as usual): every height they should propose times out first.
+	Silent []int `toml:"silent"`
 	// Equivocating lists validators that sign a second, conflicting vote
 	// beside each of their own (double signing).
 	Equivocating []int `toml:"equivocating"`
@@ -118,7 +121,7 @@ func (n Network) Validate(peers int) error {
 		}
 		return nil
 	}
-	if err := errors.Join(check("lying", n.Lying), check("late", n.Late), check("equivocating", n.Equivocating)); err != nil {
+	if err := errors.Join(check("lying", n.Lying), check("late", n.Late), check("equivocating", n.Equivocating), check("silent", n.Silent)); err != nil {
 		return err
 	}
 	for k, e := range n.Events {
@@ -140,7 +143,7 @@ func (n Network) Validate(peers int) error {
 	if n.Validators < 0 || n.Validators > peers {
 		return fmt.Errorf("%w: validators %d of %d peers", ErrScenario, n.Validators, peers)
 	}
-	for _, i := range append(slices.Clone(n.Lying), n.Equivocating...) {
+	for _, i := range slices.Concat(n.Lying, n.Equivocating, n.Silent) {
 		if n.Validators > 0 && i >= n.Validators {
 			return fmt.Errorf("%w: Byzantine validator %d is not a validator (validators are 0..%d)", ErrScenario, i, n.Validators-1)
 		}
@@ -175,6 +178,7 @@ type netPeer struct {
 	byz    bool
 	lying  bool
 	equiv  bool
+	silent bool
 	priv   crypto.PrivKey
 	reg    *prometheus.Registry // this run's metrics
 	cur    *daemon.Peer
@@ -251,7 +255,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 		}
 		p := &netPeer{i: i, host: h, home: filepath.Join(dir, fmt.Sprintf("peer%d", i)), data: train.Subset(parts[i]),
 			store: storage.NewStore(dssync.MutexWrap(ds.NewMapDatastore()), nil), byz: slices.Contains(roles, i), lying: slices.Contains(nw.Lying, i),
-			equiv: slices.Contains(nw.Equivocating, i), priv: priv}
+			equiv: slices.Contains(nw.Equivocating, i), silent: slices.Contains(nw.Silent, i), priv: priv}
 		if p.byz {
 			p.data = cfg.Attack.Poison(p.data)
 		}
@@ -457,6 +461,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	rep.EquivocatingVotes = run.equivSent.Load()
 	rep.AttackerViews = run.attackerSaw.Load()
 	rep.GossipLost = run.lost.Load()
+	rep.ProposalsWithheld = run.unsent.Load()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -497,6 +502,7 @@ type netRun struct {
 	board       *board        // honest deltas, for the omniscient attacks
 	attackerSaw atomic.Int64
 	lost        atomic.Int64 // gossip messages lost to Loss
+	unsent      atomic.Int64 // proposals silent validators kept to themselves
 	// running counts honest trainers that are up (the main goroutine
 	// starts and stops peers; trainers read it).
 	running atomic.Int64
@@ -546,7 +552,7 @@ func (r *netRun) setObserver() {
 	}
 	r.running.Store(int64(n))
 	for _, p := range r.peers {
-		if !p.byz && !p.lying && !p.equiv && p.cur != nil {
+		if !p.byz && !p.lying && !p.equiv && !p.silent && p.cur != nil {
 			r.obs.Store(int64(p.i))
 			return
 		}
@@ -600,6 +606,9 @@ func (r *netRun) start(ctx context.Context, p *netPeer) error {
 		wraps = append(wraps, func(n node.Network) node.Network {
 			return equivocatingNet{Network: n, network: r.g.Network, signer: signer, sent: &r.equivSent}
 		})
+	}
+	if p.silent {
+		wraps = append(wraps, func(n node.Network) node.Network { return silentNet{Network: n, dropped: &r.unsent} })
 	}
 	if r.nw.Loss > 0 {
 		wraps = append(wraps, func(n node.Network) node.Network {

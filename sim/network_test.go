@@ -207,3 +207,19 @@ func TestScenarioLossyLinks(t *testing.T) {
 	}
 	t.Logf("%d gossip messages lost", rep.GossipLost)
 }
+
+// A validator that never proposes: the heights it should propose commit
+// in a later round (after the propose timeout), the others in round 0.
+func TestScenarioSilentProposer(t *testing.T) {
+	rep := scenarioRun(t, 4, 6, Network{Silent: []int{2}, WindowTicks: 100}, nil)
+	later := 0
+	for _, r := range rep.Rounds {
+		if r.CommitRound > 0 {
+			later++
+		}
+	}
+	t.Logf("%d proposals withheld; %d of %d heights committed after round 0", rep.ProposalsWithheld, later, len(rep.Rounds))
+	if rep.ProposalsWithheld == 0 || later == 0 {
+		t.Fatalf("the silent validator withheld %d proposals and %d heights needed another round: it never had its turn", rep.ProposalsWithheld, later)
+	}
+}

@@ -294,6 +294,9 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if rep.GossipLost > 0 {
 		fmt.Fprintf(stdout, "loss: peers lost %d gossip messages\n", rep.GossipLost)
 	}
+	if rep.ProposalsWithheld > 0 {
+		fmt.Fprintf(stdout, "silent proposers withheld %d proposals; their heights committed in a later round\n", rep.ProposalsWithheld)
+	}
 	if rep.EquivocatingVotes > 0 {
 		fmt.Fprintf(stdout, "equivocation: %d conflicting votes sent; honest peers recorded up to %d pieces of evidence\n", rep.EquivocatingVotes, rep.Equivocations)
 	}
