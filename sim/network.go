@@ -331,24 +331,21 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	}
 
 	spamCtx, stopSpam := context.WithCancel(ctx)
+	var spamming []*spammer
 	defer func() {
 		stopSpam()
-		for _, sp := range spams {
+		for _, sp := range spamming {
 			<-sp.finished
 		}
 	}()
 	for _, sp := range spams {
-		sp.height = func() uint64 {
-			if p := peers[run.observer()].cur; p != nil {
-				return p.Status().Height
-			}
-			return 0
-		}
+		sp.height = run.height.Load
 		for _, p := range peers {
 			if _, err := mn.ConnectPeers(sp.host.ID(), p.host.ID()); err != nil {
 				return Report{}, fmt.Errorf("sim: connecting a spammer: %w", err)
 			}
 		}
+		spamming = append(spamming, sp)
 		go func() {
 			if err := sp.run(spamCtx); err != nil {
 				run.errs <- err
@@ -392,6 +389,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 			continue
 		}
 		committed = int(c.Height)
+		run.height.Store(c.Height)
 		// Commit to commit as the observer saw it (not when this loop got
 		// to it: evaluating the previous head may have taken a while).
 		r := Round{Round: committed, HeadCID: c.Block.Result.String(), Contributors: len(c.Block.Updates), Seconds: tc.at.Sub(last).Seconds(),
@@ -498,6 +496,7 @@ type netRun struct {
 	losses      map[uint64][]float64      // height → honest peers' training losses
 	errs        chan error
 	obs         atomic.Int64
+	height      atomic.Uint64 // the last height the run has seen committed
 	cpus        chan struct{} // training slots, one per core
 	board       *board        // honest deltas, for the omniscient attacks
 	attackerSaw atomic.Int64
