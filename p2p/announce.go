@@ -148,9 +148,7 @@ type AnnouncementPolicy struct {
 	Height  func() uint64      // the height being trained
 	// Verifier checks the author's signature (nil: PeerVerifier; a
 	// CachedVerifier makes re-sent announcements cheap).
-	Verifier interface {
-		Verify(id string, msg, sig []byte) bool
-	}
+	Verifier SignatureVerifier
 
 	mu   sync.Mutex
 	seen map[authorHeight]cid.Cid // bounded: pruned below the current height
@@ -167,11 +165,11 @@ func (p *AnnouncementPolicy) Validate(_ context.Context, _ peer.ID, data []byte)
 	if err != nil || a.Network != p.Network || (p.Admit != nil && !p.Admit(a.Author)) {
 		return Reject
 	}
-	if p.Verifier == nil {
-		if a.Verify() != nil {
-			return Reject
-		}
-	} else if !p.Verifier.Verify(a.Author.String(), a.SignBytes(), a.Signature) {
+	ver := p.Verifier
+	if ver == nil {
+		ver = PeerVerifier{}
+	}
+	if !ver.Verify(a.Author.String(), a.SignBytes(), a.Signature) {
 		return Reject
 	}
 	h := p.Height()

@@ -50,6 +50,12 @@ func (PeerVerifier) Verify(id string, msg, sig []byte) bool {
 	return err == nil && ok
 }
 
+// SignatureVerifier checks that sig is peer id's signature of msg
+// (PeerVerifier, CachedVerifier).
+type SignatureVerifier interface {
+	Verify(id string, msg, sig []byte) bool
+}
+
 // CachedVerifier remembers the signatures it has found valid (a bounded
 // set, oldest forgotten first), so a message checked by the gossip
 // validator and again by the consensus machine, or a commit republished
@@ -58,13 +64,11 @@ func (PeerVerifier) Verify(id string, msg, sig []byte) bool {
 // attacker cannot fill the set without valid signatures. Safe for
 // concurrent use.
 type CachedVerifier struct {
-	inner interface {
-		Verify(id string, msg, sig []byte) bool
-	}
-	mu   sync.Mutex
-	seen map[[32]byte]struct{}
-	ring [][32]byte
-	next int
+	inner SignatureVerifier
+	mu    sync.Mutex
+	seen  map[[32]byte]struct{}
+	ring  [][32]byte
+	next  int
 }
 
 // NewCachedVerifier wraps PeerVerifier with a set of up to size entries.

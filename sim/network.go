@@ -451,7 +451,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 		rep.SpamSent += sp.sent.Load()
 	}
 	for _, p := range peers {
-		if p.cur != nil && !p.byz && !p.lying && !p.equiv {
+		if p.cur != nil && p.faithful() {
 			rep.SpamRejected += rejected(p.reg)
 			rep.Equivocations = max(rep.Equivocations, p.cur.Status().Equivocations)
 		}
@@ -551,7 +551,7 @@ func (r *netRun) setObserver() {
 	}
 	r.running.Store(int64(n))
 	for _, p := range r.peers {
-		if !p.byz && !p.lying && !p.equiv && !p.silent && p.cur != nil {
+		if p.faithful() && p.cur != nil {
 			r.obs.Store(int64(p.i))
 			return
 		}
@@ -559,6 +559,10 @@ func (r *netRun) setObserver() {
 }
 
 func (r *netRun) honestRunning() int { return int(r.running.Load()) }
+
+// faithful reports whether p follows the protocol in every role (it may
+// still be crashed or cut off).
+func (p *netPeer) faithful() bool { return !p.byz && !p.lying && !p.equiv && !p.silent }
 
 func (r *netRun) start(ctx context.Context, p *netPeer) error {
 	seed := *noiseSeed(r.cfg.Seed, p.i, 0)
