@@ -54,6 +54,7 @@ type options struct {
 	noDiscover bool
 	wrapStore  func(node.Store) node.Store
 	wrapNet    func(node.Network) node.Network
+	gossipDrop func(from peer.ID) bool
 }
 
 // WithHost runs the peer on an existing host (an in-memory mocknet host in
@@ -98,6 +99,14 @@ func WithStoreWrapper(w func(node.Store) node.Store) Option {
 // vote beside each of its own.
 func WithNetworkWrapper(w func(node.Network) node.Network) Option {
 	return func(o *options) { o.wrapNet = w }
+}
+
+// WithGossipLoss drops each gossip message that arrives from neighbour from
+// when drop says so, before it is validated or relayed: the simulator's
+// lossy links (the same message may still arrive over another one). drop
+// is called from gossipsub's validation goroutines.
+func WithGossipLoss(drop func(from peer.ID) bool) Option {
+	return func(o *options) { o.gossipDrop = drop }
 }
 
 // WithOnAggregate is told how long each re-execution of the aggregation
@@ -411,6 +420,16 @@ func (p *Peer) openNetwork(ctx context.Context) error {
 			}
 			return check(ctx, from, b)
 		}),
+	}
+	if drop := p.o.gossipDrop; drop != nil {
+		for k, v := range validators {
+			validators[k] = p2p.ValidatorFunc(func(ctx context.Context, from peer.ID, b []byte) p2p.Verdict {
+				if from != p.id && drop(from) {
+					return p2p.Ignore // lost on the link from that neighbour
+				}
+				return v.Validate(ctx, from, b)
+			})
+		}
 	}
 	pm, err := p2p.NewMetrics(p.reg)
 	if err != nil {

@@ -4,7 +4,9 @@
 // node core and shell, consensus with write-ahead logs and ledgers,
 // validating stores, gossipsub with validators, bitswap, the gorgonia
 // trainer with its privacy budget — over an in-memory libp2p network
-// (mocknet) with latency and bandwidth, per-link overrides and gossip loss.
+// (mocknet) with latency, bandwidth and gossip loss on every link and
+// per-link overrides (loss drops a message arriving over that link before
+// it is validated; block transfers are reliable streams).
 // A Network adds a timeline of faults (crash, restart, partition, heal, a
 // late join), peers whose aggregates lie, silent proposers, equivocating
 // validators, spammer

@@ -210,7 +210,8 @@ type Report struct {
 	AttackerViews int64 `json:"attacker_views,omitempty"`
 	// ProposalsWithheld counts the proposals silent validators did not send.
 	ProposalsWithheld int64 `json:"proposals_withheld,omitempty"`
-	// GossipLost counts gossip messages peers lost to Network.Loss.
+	// GossipLost counts gossip messages lost on links (Network.Loss and
+	// per-link loss).
 	GossipLost    int64   `json:"gossip_lost,omitempty"`
 	Equivocations int     `json:"equivocations_detected,omitempty"`
 	SpamSent      int64   `json:"spam_sent,omitempty"`

@@ -23,6 +23,7 @@ import (
 	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,10 +64,13 @@ type Network struct {
 	// images instead of all: at scale the evaluation competes with the
 	// peers for the cores.
 	EvalSamples int `toml:"eval_samples"`
-	// Loss is the fraction of gossip messages every peer loses on receipt
-	// (seeded per peer; block transfers are reliable streams).
+	// Loss is the fraction of gossip messages lost on every link (drawn
+	// from the seed by the receiving peer; a message lost on one link may
+	// still arrive over another). Mocknet streams are reliable, so block
+	// transfers see a link's latency and bandwidth only: over TCP or QUIC,
+	// loss costs time, not data.
 	Loss float64 `toml:"loss"`
-	// Links override latency and bandwidth between two peers.
+	// Links override latency, bandwidth and loss between two peers.
 	Links []LinkSpec `toml:"link"`
 	// Silent lists validators that never propose (they vote, train and
 	// commit as usual): every height they should propose times out first.
@@ -90,12 +94,37 @@ type Network struct {
 	HeapProfile io.Writer `toml:"-"`
 }
 
-// LinkSpec is one link's own latency and bandwidth (both directions).
+// LinkSpec is one link's own latency, bandwidth and (if set) gossip loss,
+// both directions.
 type LinkSpec struct {
-	A             int     `toml:"a"`
-	B             int     `toml:"b"`
-	LatencyMs     int     `toml:"latency_ms"`
-	BandwidthMbps float64 `toml:"bandwidth_mbps"`
+	A             int      `toml:"a"`
+	B             int      `toml:"b"`
+	LatencyMs     int      `toml:"latency_ms"`
+	BandwidthMbps float64  `toml:"bandwidth_mbps"`
+	Loss          *float64 `toml:"loss"`
+}
+
+// loss is the gossip loss on the link between peers a and b.
+func (n Network) loss(a, b int) float64 {
+	for _, l := range n.Links {
+		if l.Loss != nil && (l.A == a && l.B == b || l.A == b && l.B == a) {
+			return *l.Loss
+		}
+	}
+	return n.Loss
+}
+
+// lossy reports whether any link loses gossip.
+func (n Network) lossy() bool {
+	if n.Loss > 0 {
+		return true
+	}
+	for _, l := range n.Links {
+		if l.Loss != nil && *l.Loss > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Event is one step of a scenario's timeline: at committed height At, do
@@ -158,8 +187,8 @@ func (n Network) Validate(peers int) error {
 		if err := check(fmt.Sprintf("link %d", k), []int{l.A, l.B}); err != nil {
 			return err
 		}
-		if l.A == l.B || l.LatencyMs < 0 || l.BandwidthMbps < 0 {
-			return fmt.Errorf("%w: link %d: %d–%d, latency %d ms, bandwidth %v Mbit/s", ErrScenario, k, l.A, l.B, l.LatencyMs, l.BandwidthMbps)
+		if l.A == l.B || l.LatencyMs < 0 || l.BandwidthMbps < 0 || l.Loss != nil && !(*l.Loss >= 0 && *l.Loss < 1) {
+			return fmt.Errorf("%w: link %d: %d–%d, latency %d ms, bandwidth %v Mbit/s, loss in [0, 1)", ErrScenario, k, l.A, l.B, l.LatencyMs, l.BandwidthMbps)
 		}
 	}
 	if n.Spammers < 0 || n.SpamRate < 0 {
@@ -500,7 +529,7 @@ type netRun struct {
 	cpus        chan struct{} // training slots, one per core
 	board       *board        // honest deltas, for the omniscient attacks
 	attackerSaw atomic.Int64
-	lost        atomic.Int64 // gossip messages lost to Loss
+	lost        atomic.Int64 // gossip messages lost on links
 	unsent      atomic.Int64 // proposals silent validators kept to themselves
 	// running counts honest trainers that are up (the main goroutine
 	// starts and stops peers; trainers read it).
@@ -560,6 +589,31 @@ func (r *netRun) setObserver() {
 
 func (r *netRun) honestRunning() int { return int(r.running.Load()) }
 
+// linkLoss draws, for peer p, whether a gossip message from a neighbour is
+// lost on their link (seeded per peer; called from gossipsub's validation
+// goroutines, hence the lock).
+func (r *netRun) linkLoss(p *netPeer) func(from lpeer.ID) bool {
+	index := make(map[lpeer.ID]int, len(r.peers))
+	for _, q := range r.peers {
+		index[q.host.ID()] = q.i
+	}
+	var mu sync.Mutex
+	rng := peerRand(r.cfg.Seed, p.i, 0, purposeLoss)
+	return func(from lpeer.ID) bool {
+		q, ok := index[from]
+		if !ok {
+			return false // not a peer of the run (a spammer): its own fate
+		}
+		mu.Lock()
+		lost := rng.Float64() < r.nw.loss(p.i, q)
+		mu.Unlock()
+		if lost {
+			r.lost.Add(1)
+		}
+		return lost
+	}
+}
+
 // faithful reports whether p follows the protocol in every role (it may
 // still be crashed or cut off).
 func (p *netPeer) faithful() bool { return !p.byz && !p.lying && !p.equiv && !p.silent }
@@ -613,10 +667,8 @@ func (r *netRun) start(ctx context.Context, p *netPeer) error {
 	if p.silent {
 		wraps = append(wraps, func(n node.Network) node.Network { return silentNet{Network: n, dropped: &r.unsent} })
 	}
-	if r.nw.Loss > 0 {
-		wraps = append(wraps, func(n node.Network) node.Network {
-			return &lossyNet{Network: n, rate: r.nw.Loss, rng: peerRand(r.cfg.Seed, p.i, 0, purposeLoss), dropped: &r.lost}
-		})
+	if r.nw.lossy() {
+		opts = append(opts, daemon.WithGossipLoss(r.linkLoss(p)))
 	}
 	if len(wraps) > 0 {
 		opts = append(opts, daemon.WithNetworkWrapper(func(n node.Network) node.Network {

@@ -66,7 +66,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	scenario := fs.String("scenario", "", "scenario file (TOML): settings plus a timeline of crashes, partitions, late joins, lying peers")
 	latency := fs.Int("latency-ms", 2, "full stack: one-way latency of every link")
 	bandwidth := fs.Float64("bandwidth-mbps", 0, "full stack: bandwidth of every link (0: unlimited)")
-	loss := fs.Float64("loss", 0, "full stack: fraction of gossip messages every peer loses on receipt, in [0,1)")
+	loss := fs.Float64("loss", 0, "full stack: fraction of gossip messages lost on every link, in [0,1)")
 	validators := fs.Int("validators", 0, "full stack: only peers 0..N-1 validate, every peer trains (0: all validate)")
 	degree := fs.Int("degree", 0, "full stack: connect each peer to the validators and this many random peers (0: to every peer)")
 	codec := fs.String("codec", "dense", "full stack: update encoding dense, int8 or topk")
