@@ -115,7 +115,9 @@ func (n *network) Announcements(ctx context.Context) (<-chan node.Announced, err
 			if err != nil {
 				continue // validated already; cannot fail
 			}
-			n.noteAuthor(a.Update, a.Author)
+			if !a.IsIntent() {
+				n.noteAuthor(a.Update, a.Author)
+			}
 			select {
 			case out <- node.Announced{Author: a.Author.String(), Height: a.Height, Update: a.Update}:
 			case <-ctx.Done():

@@ -56,7 +56,9 @@ func (c Config) Validate() error {
 type (
 	// Tick is one unit of time.
 	Tick struct{}
-	// Announced is a validated announcement from the updates topic.
+	// Announced is a validated announcement from the updates topic; one
+	// without an Update (cid.Undef) is an intent: Author is about to train
+	// for Height.
 	Announced struct {
 		Author string
 		Height uint64
@@ -100,6 +102,11 @@ type (
 		Update  cid.Cid
 		Samples uint64
 	}
+	// Intend: tell the network this peer is about to train for Height (an
+	// announcement without an update). A trainer that proposers do not yet
+	// count as active sends it with its first Train, so the early proposal
+	// waits for its update instead of closing just before it arrives.
+	Intend struct{ Height uint64 }
 	// Fetch: get an update and its shards from the network.
 	Fetch struct{ Update cid.Cid }
 	// Aggregate: compute the aggregate of Updates (sorted) on Base and
@@ -168,12 +175,17 @@ type Core struct {
 	ahead    map[uint64]consensus.Commit // verified commits for later heights (a peer that does not vote)
 	synced   int                         // ticks since the last Sync
 	active   map[string]uint64           // trainer → last finished height it announced an update for
+	promised map[string]uint64           // trainer → height of an honoured intent it has not yet followed with an update
+	intents  map[string]bool             // intents for the next height, honoured when it starts
 	out      []any
 }
 
 // maxAhead bounds the commits a non-voting peer holds for later heights;
-// syncTicks is how long it waits for a Sync to answer before asking again.
+// syncTicks is how long it waits for a Sync to answer before asking again;
+// maxPromised bounds the intents waited for (each author gets one until it
+// delivers, so this bounds what fresh identities can make proposers wait).
 const (
+	maxPromised  = 1024
 	maxAhead     = 64
 	syncTicks    = 20
 	refetchTicks = 25
@@ -186,7 +198,8 @@ func New(cfg Config, genesis cid.Cid, signer consensus.Signer, ver consensus.Ver
 	}
 	c := &Core{cfg: cfg, height: 1, head: genesis, fetched: map[string]bool{}, pending: map[string]bool{},
 		results: map[aggKey]cid.Cid{}, asked: map[aggKey]bool{}, updates: map[string]cid.Cid{}, next: map[string]cid.Cid{},
-		ver: ver, ahead: map[uint64]consensus.Commit{}, synced: syncTicks, active: map[string]uint64{}}
+		ver: ver, ahead: map[uint64]consensus.Commit{}, synced: syncTicks, active: map[string]uint64{},
+		promised: map[string]uint64{}, intents: map[string]bool{}}
 	if cfg.Validator {
 		m, err := consensus.New(cfg.Consensus, signer, ver, c.validity)
 		if err != nil {
@@ -251,6 +264,10 @@ func (c *Core) startHeight() {
 	for _, u := range c.updates {
 		c.want(u)
 	}
+	for a := range c.intents {
+		c.honour(a)
+	}
+	clear(c.intents)
 	// Train once the event is fully handled: a peer catching up commits
 	// several heights in one step and should train only on the last head.
 	c.trainDue = c.cfg.Trainer
@@ -260,6 +277,9 @@ func (c *Core) flush() []any {
 	if c.trainDue {
 		c.trainDue = false
 		c.out = append(c.out, Train{Height: c.height, Base: c.head})
+		if !c.isActive(c.cfg.Self) {
+			c.out = append(c.out, Intend{Height: c.height})
+		}
 	}
 	out := c.out
 	c.out = nil
@@ -284,6 +304,13 @@ func (c *Core) Step(ev any) ([]any, error) {
 	case Committed:
 		err = c.committed(e.Commit)
 	case Announced:
+		if !e.Update.Defined() {
+			c.intent(e.Author, e.Height)
+			break
+		}
+		if h, ok := c.promised[e.Author]; ok && e.Height >= h {
+			delete(c.promised, e.Author) // kept its promise: it may intend again
+		}
 		// The gossip validator already refused a second update by one
 		// author for one height; the first one stands.
 		// An update that arrives after its height was committed still shows
@@ -435,6 +462,42 @@ func (c *Core) maybePropose() {
 	hr := *c.propose
 	c.propose = nil
 	c.m.Propose(hr, b)
+}
+
+// isActive reports whether a trainer counts as active at this height:
+// proposers wait for its update.
+func (c *Core) isActive(a string) bool {
+	h, ok := c.active[a]
+	return c.cfg.ActiveWindow > 0 && ok && h+uint64(c.cfg.ActiveWindow) >= c.height
+}
+
+// intent takes an author's intent to train for height h: for the current
+// height it counts the author active at once; for the next, when that
+// starts. An author that sent an intent and has not announced an update
+// since is not believed again (an intent costs nothing to send, and each
+// one honoured can make proposers wait out the collection window).
+func (c *Core) intent(a string, h uint64) {
+	if c.cfg.ActiveWindow == 0 {
+		return
+	}
+	switch h {
+	case c.height:
+		c.honour(a)
+	case c.height + 1:
+		if len(c.intents) < maxPromised {
+			c.intents[a] = true
+		}
+	}
+}
+
+func (c *Core) honour(a string) {
+	if _, broken := c.promised[a]; broken || c.isActive(a) || len(c.promised) >= maxPromised {
+		return
+	}
+	c.promised[a] = c.height
+	// Active as if its last update were for the height before this one:
+	// waited for here and, should this one come late, for the window after.
+	c.active[a] = max(c.active[a], c.height-1)
 }
 
 // allActiveIn reports whether every recently active trainer's update for

@@ -50,6 +50,8 @@ type world struct {
 	late  int
 	joins uint64
 	held  []heldEvent
+	// noIntents drops Intend effects (the behaviour before intents).
+	noIntents bool
 }
 
 type heldEvent struct {
@@ -119,6 +121,15 @@ func (w *world) apply(i int, effects []any) {
 			for j := range w.cores {
 				if j != i {
 					w.queue[j] = append(w.queue[j], Announced{Author: w.ids[i], Height: f.Height, Update: f.Update})
+				}
+			}
+		case Intend:
+			if w.noIntents {
+				continue
+			}
+			for j := range w.cores {
+				if j != i {
+					w.queue[j] = append(w.queue[j], Announced{Author: w.ids[i], Height: f.Height})
 				}
 			}
 		case Fetch:
@@ -336,6 +347,97 @@ func TestActiveWindowShortensRounds(t *testing.T) {
 	}
 }
 
+// TestReturningTrainerContributesAtOnce: a trainer that was away (out of
+// the active window) and is slower than the others sends an intent with
+// its first training; proposers wait for it, so its update is in the very
+// next block. Without the intent that block closes just before its update
+// arrives.
+func TestReturningTrainerContributesAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		noIntents bool
+		want      bool
+	}{{"with intents", false, true}, {"without intents", true, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, 4, 7, -1)
+			w.slow, w.late, w.joins, w.noIntents = map[int]int{0: 3, 1: 3, 2: 3, 3: 4}, 3, 5, tc.noIntents
+			for _, c := range w.cores {
+				c.cfg.CollectTicks, c.cfg.ActiveWindow = 40, 2
+				c.cfg.Consensus.TimeoutPropose = 200
+			}
+			w.run(6, 5000)
+			checkChain(t, w, 6)
+			blk := w.commits[0][4].Block
+			if blk.Height != 5 {
+				t.Fatalf("fifth commit is height %d", blk.Height)
+			}
+			in := false
+			for _, u := range blk.Updates {
+				in = in || u.Equals(fakeCID("update", w.ids[3], uint64(5), blk.Base.Cid))
+			}
+			t.Logf("block 5 holds %d updates, the returning trainer's: %v", len(blk.Updates), in)
+			if in != tc.want {
+				t.Fatalf("returning trainer's update in block 5: %v, want %v", in, tc.want)
+			}
+		})
+	}
+}
+
+// An intent counts its author active for the height it names (at once, or
+// when the next height starts); an author that sent one and has not
+// announced an update since is not believed again; stale intents and
+// intents with no active window change nothing.
+func TestIntents(t *testing.T) {
+	type step struct {
+		height uint64 // the core's height before the event
+		ev     Announced
+		active bool // whether "x" is active after it
+	}
+	intent := func(h uint64) Announced { return Announced{Author: "x", Height: h} }
+	update := func(h uint64) Announced { return Announced{Author: "x", Height: h, Update: fakeCID("x", h)} }
+	tests := []struct {
+		name   string
+		window int
+		steps  []step
+	}{
+		{"current height", 2, []step{{3, intent(3), true}}},
+		{"stale", 2, []step{{3, intent(2), false}}},
+		{"no active window", 0, []step{{3, intent(3), false}}},
+		{"next height waits for it", 2, []step{{3, intent(4), false}}},
+		{"broken promise", 2, []step{{3, intent(3), true}, {6, intent(6), false}}},
+		{"kept promise", 2, []step{{3, intent(3), true}, {3, update(3), true}, {6, intent(6), true}}},
+		{"late update keeps it", 2, []step{{3, intent(3), true}, {4, update(3), true}, {7, intent(7), true}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, 4, 1, -1)
+			c := w.cores[0]
+			c.cfg.ActiveWindow = tc.window
+			for i, s := range tc.steps {
+				c.height = s.height
+				if _, err := c.Step(s.ev); err != nil {
+					t.Fatal(err)
+				}
+				if got := c.isActive("x"); got != s.active {
+					t.Fatalf("step %d (%+v at height %d): active %v, want %v", i, s.ev, s.height, got, s.active)
+				}
+			}
+		})
+	}
+	// An intent for the next height counts once that height starts.
+	w := newWorld(t, 4, 1, -1)
+	c := w.cores[0]
+	c.cfg.ActiveWindow = 2
+	if _, err := c.Step(Announced{Author: "x", Height: c.height + 1}); err != nil {
+		t.Fatal(err)
+	}
+	c.height++
+	c.startHeight()
+	if !c.isActive("x") {
+		t.Fatal("an intent for the next height did not count when it started")
+	}
+}
+
 // TestLateTrainerGetsIn: a trainer whose update always lands just after the
 // early proposal (it fetches each head before training) still announces
 // it; that marks it active, so the next proposer waits for it and its
@@ -359,7 +461,9 @@ func TestLateTrainerGetsIn(t *testing.T) {
 		}
 	}
 	t.Logf("heights with the slow trainer's update: %v", full)
-	if len(full) < 5 {
-		t.Fatalf("the slow trainer's update reached %d of the 8 blocks after it came back (%v), want most", len(full), full)
+	// Its intent gets its first one in too (without intents: 7 of 8, the
+	// first missed).
+	if len(full) != 8 {
+		t.Fatalf("the slow trainer's update reached %d of the 8 blocks after it came back (%v), want all", len(full), full)
 	}
 }

@@ -21,7 +21,8 @@ import (
 // Network is what the shell needs from the peer-to-peer layer (p2p's gossip
 // and bitswap satisfy it through a thin adapter where they are wired).
 type Network interface {
-	// Announce publishes this peer's update for a height.
+	// Announce publishes this peer's update for a height; with update
+	// cid.Undef (and no samples) an intent to train for it.
 	Announce(ctx context.Context, height uint64, update cid.Cid, samples uint64) error
 	// Announcements delivers validated announcements until ctx ends.
 	Announcements(ctx context.Context) (<-chan Announced, error)
@@ -278,6 +279,14 @@ func (s *Shell) apply(ctx context.Context, effects []any, done chan<- any) error
 			s.annEvery.reset(s.HeadTicks)
 			if err := s.Net.Announce(ctx, f.Height, f.Update, f.Samples); err != nil && ctx.Err() == nil {
 				s.Log.Warn("announce failed", "err", err)
+			}
+		case Intend:
+			if s.Trainer == nil || s.exhausted {
+				break // it will not train: promising an update would only make proposers wait
+			}
+			s.Log.Debug("announcing intent to train", "height", f.Height)
+			if err := s.Net.Announce(ctx, f.Height, cid.Undef, 0); err != nil && ctx.Err() == nil {
+				s.Log.Warn("announcing intent failed", "err", err)
 			}
 		case Fetch:
 			s.spawn(func() {

@@ -17,6 +17,11 @@ var ErrAnnouncement = errors.New("p2p: bad announcement")
 
 // Announcement is what a trainer gossips on the updates topic (DESIGN.md
 // §1.4): which update it stored for which height, signed with its peer key.
+//
+// An announcement without an update (Update undefined, Samples 0) is an
+// intent: the author is about to train for Height. A trainer that is not
+// yet counted as active (it just joined, restarted or caught up) sends one
+// so proposers wait for its first update instead of proposing without it.
 type Announcement struct {
 	Network   string
 	Height    uint64
@@ -44,6 +49,10 @@ func (a *Announcement) body() []byte {
 	b = appendField(b, a.Update.Bytes())
 	return binary.AppendUvarint(b, a.Samples)
 }
+
+// IsIntent reports whether the announcement is an intent to train rather
+// than an update.
+func (a *Announcement) IsIntent() bool { return !a.Update.Defined() }
 
 // SignBytes is what the signature covers: a domain tag, then the body
 // (network name and height included).
@@ -100,6 +109,13 @@ func UnmarshalAnnouncement(b []byte) (*Announcement, error) {
 	if a.Author, err = peer.IDFromBytes(author); err != nil {
 		return nil, fmt.Errorf("%w: author: %w", ErrAnnouncement, err)
 	}
+	if len(update) == 0 {
+		// An intent (cid.Undef encodes as no bytes) claims no samples.
+		if a.Samples != 0 {
+			return nil, fmt.Errorf("%w: an intent to train claims %d samples", ErrAnnouncement, a.Samples)
+		}
+		return a, nil
+	}
 	if a.Update, err = cid.Cast(update); err != nil {
 		return nil, fmt.Errorf("%w: update CID: %w", ErrAnnouncement, err)
 	}
@@ -141,7 +157,8 @@ func (r *reader) field(limit int) []byte {
 // AnnouncementPolicy is the updates topic's validator: decode, check the
 // network, the signature and the author's admission, Ignore heights that are
 // not checkable yet (more than one ahead) or already past, and Reject a
-// second, different announcement by one author for one height.
+// second, different announcement by one author for one height (an intent
+// conflicts with nothing: it names no update).
 type AnnouncementPolicy struct {
 	Network string
 	Admit   func(peer.ID) bool // nil admits every author
@@ -175,6 +192,9 @@ func (p *AnnouncementPolicy) Validate(_ context.Context, _ peer.ID, data []byte)
 	h := p.Height()
 	if a.Height > h+1 || a.Height+1 < h {
 		return Ignore
+	}
+	if a.IsIntent() {
+		return Accept
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

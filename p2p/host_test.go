@@ -96,6 +96,7 @@ func TestIdentityKeyPersists(t *testing.T) {
 func FuzzUnmarshalAnnouncement(f *testing.F) {
 	priv, _, _ := crypto.GenerateEd25519Key(rand.Reader)
 	f.Add(announcement(f, priv, "net", 3, 1))
+	f.Add(intent(f, priv, "net", 3, 0))
 	f.Add([]byte{1, 0, 0, 0, 0, 0, 0})
 	p := &AnnouncementPolicy{Network: "net", Height: func() uint64 { return 3 }}
 	f.Fuzz(func(t *testing.T, b []byte) {

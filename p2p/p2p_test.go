@@ -142,6 +142,16 @@ func announcement(t testing.TB, priv crypto.PrivKey, network string, height uint
 	return a.Marshal()
 }
 
+// intent is a signed intent to train (no update); samples ≠ 0 makes it
+// malformed.
+func intent(t testing.TB, priv crypto.PrivKey, network string, height, samples uint64) []byte {
+	a := &Announcement{Network: network, Height: height, Samples: samples}
+	if err := a.Sign(priv); err != nil {
+		t.Fatal(err)
+	}
+	return a.Marshal()
+}
+
 // Announcements reach every subscribed host; a host sending garbage is
 // graylisted by the others while honest delivery stays ≥ 99%.
 func TestGossipDeliveryAndGraylist(t *testing.T) {
@@ -288,6 +298,14 @@ func TestAnnouncementPolicy(t *testing.T) {
 		{"bad signature", tampered, Reject},
 		{"garbage", []byte{1, 2, 3}, Reject},
 		{"empty", nil, Reject},
+		// An intent names no update, so it conflicts with none.
+		{"intent after the update", intent(t, priv, "net", 10, 0), Accept},
+		{"intent for the next height", intent(t, priv, "net", 11, 0), Accept},
+		{"intent repeated", intent(t, priv, "net", 11, 0), Accept},
+		{"update after an intent", announcement(t, priv, "net", 11, 1), Accept},
+		{"old intent", intent(t, priv, "net", 3, 0), Ignore},
+		{"intent claiming samples", intent(t, priv, "net", 10, 5), Reject},
+		{"intent not admitted", intent(t, other, "net", 10, 0), Reject},
 	}
 	for _, tc := range tests {
 		if got := p.Validate(ctx, "", tc.data); got != tc.want {
