@@ -8,11 +8,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/murmur-ml/murmur/consensus"
 	"github.com/murmur-ml/murmur/storage"
 )
 
@@ -24,6 +26,8 @@ const maxImportBytes = 1 << 30
 //	GET  /status        Status as JSON
 //	GET  /metrics       Prometheus metrics
 //	GET  /block/{cid}   one raw block, as stored (verified on the way in)
+//	GET  /commit/{h}    the committed block at height h: CID, result,
+//	                    proposer, round, signers, and each update's author
 //	POST /import        a CAR v1 body, verified whole, then stored
 //	GET  /healthz       200 while the peer runs
 //
@@ -55,6 +59,24 @@ func (p *Peer) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		_, _ = w.Write(b)
 	})
+	mux.HandleFunc("GET /commit/{height}", func(w http.ResponseWriter, r *http.Request) {
+		h, err := strconv.ParseUint(r.PathValue("height"), 10, 64)
+		if err != nil || h == 0 {
+			http.Error(w, "height: want a committed height ≥ 1, got "+strconv.Quote(r.PathValue("height")), http.StatusBadRequest)
+			return
+		}
+		v, err := p.CommitAt(r.Context(), h)
+		if errors.Is(err, ErrNotCommitted) {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(v)
+	})
 	mux.HandleFunc("POST /import", func(w http.ResponseWriter, r *http.Request) {
 		roots, n, err := p.store.ImportCAR(r.Context(), http.MaxBytesReader(w, r.Body, maxImportBytes))
 		if err != nil {
@@ -69,6 +91,74 @@ func (p *Peer) Handler() http.Handler {
 		_ = json.NewEncoder(w).Encode(map[string]any{"roots": rs, "blocks": n})
 	})
 	return mux
+}
+
+// ErrNotCommitted reports a height this peer has not committed.
+var ErrNotCommitted = errors.New("daemon: not committed here")
+
+// CommitView is one ledger entry as the API shows it: the block, the
+// certificate's round and signers, and who contributed each update.
+type CommitView struct {
+	Height   uint64        `json:"height"`
+	Block    string        `json:"block"`
+	Base     string        `json:"base"`
+	Result   string        `json:"result"`
+	Proposer string        `json:"proposer"`
+	Rule     string        `json:"rule"`
+	Round    int32         `json:"round"`
+	Signers  []string      `json:"signers"`
+	Updates  []UpdateEntry `json:"updates"`
+}
+
+// UpdateEntry is one update a block lists; Author and Samples are empty if
+// this peer does not hold the update (a peer that caught up from commits).
+type UpdateEntry struct {
+	CID     string `json:"cid"`
+	Author  string `json:"author,omitempty"`
+	Samples int    `json:"samples,omitempty"`
+}
+
+// CommitAt reads the commit at height h from this peer's ledger.
+func (p *Peer) CommitAt(ctx context.Context, h uint64) (*CommitView, error) {
+	enc := p.commitRange(h, 1)
+	if len(enc) == 0 {
+		return nil, fmt.Errorf("%w: height %d", ErrNotCommitted, h)
+	}
+	msg, err := consensus.Decode(enc[0])
+	if err != nil {
+		return nil, err
+	}
+	cm, ok := msg.(*consensus.Commit)
+	if !ok {
+		return nil, fmt.Errorf("daemon: ledger entry %d is a %T", h, msg)
+	}
+	obj, err := storage.Decode(cm.Value)
+	if err != nil {
+		return nil, err
+	}
+	blk, ok := obj.(*storage.Block)
+	if !ok {
+		return nil, fmt.Errorf("daemon: ledger entry %d holds a %T", h, obj)
+	}
+	_, c, err := storage.Encode(blk)
+	if err != nil {
+		return nil, err
+	}
+	v := &CommitView{Height: h, Block: c.String(), Base: blk.Base.String(), Result: blk.Result.String(),
+		Proposer: blk.Proposer, Rule: blk.Rule, Round: cm.Certificate.Round}
+	for _, vote := range cm.Certificate.Precommits {
+		v.Signers = append(v.Signers, vote.Validator)
+	}
+	for _, l := range blk.Updates {
+		e := UpdateEntry{CID: l.String()}
+		if o, err := p.store.GetObject(ctx, l.Cid); err == nil {
+			if u, ok := o.(*storage.Update); ok {
+				e.Author, e.Samples = u.Author, u.Samples
+			}
+		}
+		v.Updates = append(v.Updates, e)
+	}
+	return v, nil
 }
 
 // ServeAPI serves Handler on addr until ctx ends; the listener is open when

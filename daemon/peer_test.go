@@ -3,9 +3,12 @@ package daemon
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -251,15 +254,53 @@ func TestLateTrainerCatchesUp(t *testing.T) {
 	if st := late.Status(); st.Role != "trainer" {
 		t.Fatalf("the late peer's role is %q", st.Role)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	contributed := false
+	// The ledger API names each update's author: the late trainer's are in
+	// blocks after it caught up.
+	api := httptest.NewServer(c.peers[0].Handler())
+	defer api.Close()
+	var in []uint64
 	for h := joined + 1; h <= joined+3; h++ {
-		contributed = contributed || len(c.commits[0][h].Block.Updates) == 5
+		var v CommitView
+		if code := getJSON(t, api.URL+fmt.Sprintf("/commit/%d", h), &v); code != http.StatusOK {
+			t.Fatalf("/commit/%d: %d", h, code)
+		}
+		if v.Height != h || len(v.Signers) < 3 || v.Result == "" {
+			t.Fatalf("/commit/%d: %+v", h, v)
+		}
+		for _, u := range v.Updates {
+			if u.Author == "" || u.Samples == 0 {
+				t.Fatalf("/commit/%d: update %s without its author", h, u.CID)
+			}
+			if u.Author == late.Status().PeerID {
+				in = append(in, h)
+			}
+		}
 	}
-	if !contributed {
+	t.Logf("the late trainer (joined at height %d) is in blocks %v", joined, in)
+	if len(in) == 0 {
 		t.Fatal("the late trainer's update is in no block after it caught up")
 	}
+	for path, want := range map[string]int{"/commit/0": http.StatusBadRequest, "/commit/x": http.StatusBadRequest, "/commit/100000": http.StatusNotFound} {
+		if code := getJSON(t, api.URL+path, &CommitView{}); code != want {
+			t.Errorf("%s: %d, want %d", path, code, want)
+		}
+	}
+}
+
+// getJSON fetches url and decodes a 200 answer into v; it returns the status.
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return resp.StatusCode
 }
 
 // A validator stopped mid-run and started again from its home resumes from

@@ -491,13 +491,27 @@ func (c *Core) intent(a string, h uint64) {
 }
 
 func (c *Core) honour(a string) {
-	if _, broken := c.promised[a]; broken || c.isActive(a) || len(c.promised) >= maxPromised {
+	if _, broken := c.promised[a]; broken || c.isActive(a) || len(c.promised) >= maxPromised || !c.anyDelivered() {
 		return
 	}
 	c.promised[a] = c.height
 	// Active as if its last update were for the height before this one:
 	// waited for here and, should this one come late, for the window after.
 	c.active[a] = max(c.active[a], c.height-1)
+}
+
+// anyDelivered reports whether a trainer is active by an update it
+// delivered (not only by an intent). Intents count only then: at the first
+// height, or after a quiet spell, the window is waited out as before,
+// rather than closed early once the trainers whose intents happened to
+// arrive have delivered.
+func (c *Core) anyDelivered() bool {
+	for b := range c.active {
+		if _, p := c.promised[b]; !p && c.isActive(b) {
+			return true
+		}
+	}
+	return false
 }
 
 // allActiveIn reports whether every recently active trainer's update for

@@ -385,8 +385,9 @@ func TestReturningTrainerContributesAtOnce(t *testing.T) {
 
 // An intent counts its author active for the height it names (at once, or
 // when the next height starts); an author that sent one and has not
-// announced an update since is not believed again; stale intents and
-// intents with no active window change nothing.
+// announced an update since is not believed again; stale intents, intents
+// with no active window and intents while no trainer is active by a
+// delivered update (the first height, a quiet spell) change nothing.
 func TestIntents(t *testing.T) {
 	type step struct {
 		height uint64 // the core's height before the event
@@ -399,14 +400,16 @@ func TestIntents(t *testing.T) {
 		name   string
 		window int
 		steps  []step
+		quiet  bool // no other trainer delivered lately
 	}{
-		{"current height", 2, []step{{3, intent(3), true}}},
-		{"stale", 2, []step{{3, intent(2), false}}},
-		{"no active window", 0, []step{{3, intent(3), false}}},
-		{"next height waits for it", 2, []step{{3, intent(4), false}}},
-		{"broken promise", 2, []step{{3, intent(3), true}, {6, intent(6), false}}},
-		{"kept promise", 2, []step{{3, intent(3), true}, {3, update(3), true}, {6, intent(6), true}}},
-		{"late update keeps it", 2, []step{{3, intent(3), true}, {4, update(3), true}, {7, intent(7), true}}},
+		{"current height", 2, []step{{3, intent(3), true}}, false},
+		{"nobody delivered", 2, []step{{3, intent(3), false}}, true},
+		{"stale", 2, []step{{3, intent(2), false}}, false},
+		{"no active window", 0, []step{{3, intent(3), false}}, false},
+		{"next height waits for it", 2, []step{{3, intent(4), false}}, false},
+		{"broken promise", 2, []step{{3, intent(3), true}, {6, intent(6), false}}, false},
+		{"kept promise", 2, []step{{3, intent(3), true}, {3, update(3), true}, {6, intent(6), true}}, false},
+		{"late update keeps it", 2, []step{{3, intent(3), true}, {4, update(3), true}, {7, intent(7), true}}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -415,6 +418,9 @@ func TestIntents(t *testing.T) {
 			c.cfg.ActiveWindow = tc.window
 			for i, s := range tc.steps {
 				c.height = s.height
+				if !tc.quiet {
+					c.active["y"] = s.height - 1 // delivered at the last height
+				}
 				if _, err := c.Step(s.ev); err != nil {
 					t.Fatal(err)
 				}
@@ -431,6 +437,7 @@ func TestIntents(t *testing.T) {
 	if _, err := c.Step(Announced{Author: "x", Height: c.height + 1}); err != nil {
 		t.Fatal(err)
 	}
+	c.active["y"] = c.height
 	c.height++
 	c.startHeight()
 	if !c.isActive("x") {

@@ -45,9 +45,10 @@
 // (or ExpectedUpdates are in: a closed set, for reproducible blocks). A
 // trainer not yet counted active (new, back, or caught up) emits Intend with
 // its first Train: an announcement without an update, which counts it
-// active at once, so the next block waits for its update. An author whose
-// last intent was not followed by an update is not believed again until
-// one comes.
+// active at once, so the next block waits for its update. Intents count
+// only while some trainer is active by a delivered update (at the first
+// height the window is waited out), and an author whose last intent was
+// not followed by an update is not believed again until one comes.
 // Restore puts a core where its write-ahead log and ledger say it was.
 //
 // Effects that must be durable before others (consensus records before

@@ -293,23 +293,36 @@ func TestLoopbackTestnet(t *testing.T) {
 	joinStart := time.Now()
 	h = tn.status(0).Height
 	tn.waitHeight(h, 90*time.Second, 4)
+	st4 := tn.status(4)
 	t.Logf("figure: late peer caught up %d heights in %.2f s (start to head; 2NN checkpoint 797 KB)", h, time.Since(joinStart).Seconds())
-	tn.waitHeight(h+1, 90*time.Second, 4)
-	if st := tn.status(4); st.Role != "trainer" {
-		t.Fatalf("fifth peer's role %q", st.Role)
+	if st4.Role != "trainer" {
+		t.Fatalf("fifth peer's role %q", st4.Role)
 	}
-	var first uint64
-	deadline := time.Now().Add(90 * time.Second)
-	for first == 0 && time.Now().Before(deadline) {
-		if st := tn.status(0); st != nil && st.Height > h && st.Updates == 5 {
-			first = st.Height
+	// It contributes from the next round on: its update is in every block
+	// after the height it caught up to (its intent to train makes the
+	// proposers wait for it; without one the first block closed just
+	// before its update arrived).
+	caught, fifth := st4.Height, st4.PeerID
+	tn.waitHeight(caught+3, 90*time.Second, 0)
+	var in []uint64
+	for b := caught + 1; b <= caught+3; b++ {
+		var v daemon.CommitView
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := getJSON(ctx, tn.procs[0].api, fmt.Sprintf("/commit/%d", b), &v)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		for _, u := range v.Updates {
+			if u.Author == fifth {
+				in = append(in, b)
+			}
+		}
 	}
-	if first == 0 {
-		t.Fatal("the fifth peer's updates never reached a committed block")
+	t.Logf("figure: the fifth peer, caught up at height %d, contributed to blocks %v of %d..%d", caught, in, caught+1, caught+3)
+	if len(in) != 3 {
+		t.Fatalf("the fifth peer (caught up at %d) is in blocks %v, want every one of %d..%d", caught, in, caught+1, caught+3)
 	}
-	t.Logf("figure: the fifth peer, caught up at height %d, contributed to block %d", h, first)
 	tn.sameHead(0, 1, 2, 3, 4)
 	for i := range 5 {
 		if st := tn.status(i); st.Equivocations != 0 {

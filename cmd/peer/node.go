@@ -223,23 +223,31 @@ func apiURL(home, api string) (string, error) {
 var apiClient = &http.Client{Timeout: 10 * time.Second}
 
 func getStatus(ctx context.Context, base string) (*daemon.Status, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/status", nil)
-	if err != nil {
+	var st daemon.Status
+	if err := getJSON(ctx, base, "/status", &st); err != nil {
 		return nil, err
+	}
+	return &st, nil
+}
+
+// getJSON decodes the JSON answer of the peer's API at base+path into v.
+func getJSON(ctx context.Context, base, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	if err != nil {
+		return err
 	}
 	resp, err := apiClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("no peer answers at %s (is it running?): %w", base, err)
+		return fmt.Errorf("no peer answers at %s (is it running?): %w", base, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s/status: %s", base, resp.Status)
+		return fmt.Errorf("%s%s: %s", base, path, resp.Status)
 	}
-	var st daemon.Status
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
-		return nil, fmt.Errorf("%s/status: %w", base, err)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v); err != nil {
+		return fmt.Errorf("%s%s: %w", base, path, err)
 	}
-	return &st, nil
+	return nil
 }
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
