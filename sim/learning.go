@@ -195,8 +195,8 @@ type Report struct {
 	DPMode            string  `json:"dp_mode,omitempty"`
 	DPSigma           float64 `json:"dp_sigma,omitempty"`
 	Seconds           float64 `json:"seconds"`
-	// HeapPerPeer is the Go heap a full-stack run added (in use at the end,
-	// after a collection, minus before the peers started; the shared data
+	// HeapPerPeer is the Go heap a full-stack run added (live bytes at the
+	// end, after a collection, minus before the peers started; the shared data
 	// sets are not counted) divided by the number of peers. Store contents
 	// are included: the simulator keeps each peer's blocks in memory.
 	HeapPerPeer uint64 `json:"heap_bytes_per_peer,omitempty"`

@@ -492,8 +492,11 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	if ms.HeapInuse > ms0.HeapInuse {
-		rep.HeapPerPeer = (ms.HeapInuse - ms0.HeapInuse) / uint64(cfg.Peers)
+	// Live bytes (HeapAlloc right after a collection), not HeapInuse: the
+	// spans in use also count free slots, which varied 122–251 MB per peer
+	// over runs with the same live heap.
+	if ms.HeapAlloc > ms0.HeapAlloc {
+		rep.HeapPerPeer = (ms.HeapAlloc - ms0.HeapAlloc) / uint64(cfg.Peers)
 	}
 	if nw.HeapProfile != nil {
 		if err := pprof.WriteHeapProfile(nw.HeapProfile); err != nil {
