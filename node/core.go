@@ -183,12 +183,14 @@ type Core struct {
 // maxAhead bounds the commits a non-voting peer holds for later heights;
 // syncTicks is how long it waits for a Sync to answer before asking again;
 // maxPromised bounds the intents waited for (each author gets one until it
-// delivers, so this bounds what fresh identities can make proposers wait).
+// delivers, or promiseHeights pass: this bounds what fresh identities, or
+// one that never delivers, can make proposers wait).
 const (
-	maxPromised  = 1024
-	maxAhead     = 64
-	syncTicks    = 20
-	refetchTicks = 25
+	maxPromised    = 1024
+	promiseHeights = 64
+	maxAhead       = 64
+	syncTicks      = 20
+	refetchTicks   = 25
 )
 
 // New makes a core at height 1 on the genesis model.
@@ -491,6 +493,11 @@ func (c *Core) intent(a string, h uint64) {
 }
 
 func (c *Core) honour(a string) {
+	for b, h := range c.promised {
+		if h+promiseHeights < c.height {
+			delete(c.promised, b) // a broken promise is forgiven after a while
+		}
+	}
 	if _, broken := c.promised[a]; broken || c.isActive(a) || len(c.promised) >= maxPromised || !c.anyDelivered() {
 		return
 	}

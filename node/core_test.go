@@ -409,6 +409,7 @@ func TestIntents(t *testing.T) {
 		{"next height waits for it", 2, []step{{3, intent(4), false}}, false},
 		{"broken promise", 2, []step{{3, intent(3), true}, {6, intent(6), false}}, false},
 		{"kept promise", 2, []step{{3, intent(3), true}, {3, update(3), true}, {6, intent(6), true}}, false},
+		{"broken promise forgiven", 2, []step{{3, intent(3), true}, {3 + promiseHeights + 1, intent(3 + promiseHeights + 1), true}}, false},
 		{"late update keeps it", 2, []step{{3, intent(3), true}, {4, update(3), true}, {7, intent(7), true}}, false},
 	}
 	for _, tc := range tests {
