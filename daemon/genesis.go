@@ -92,14 +92,27 @@ type TrainSpec struct {
 	WeightDecay float64 `json:"weight_decay"`
 }
 
-// DPSpec is update-level differential privacy: clip to Clip, add noise
-// σ·Clip, and stop contributing once ε (at δ) would pass Epsilon.
+// DPSpec is differential privacy for every trainer: with Mode "update"
+// (the default) each update is clipped to Clip and noised with σ·Clip; with
+// "sample" (DP-SGD) each example's gradient is clipped to Clip and every
+// local step noised. A trainer stops contributing once ε (at δ) would pass
+// Epsilon.
 type DPSpec struct {
+	Mode    string  `json:"mode,omitempty"`
 	Clip    float64 `json:"clip"`
 	Sigma   float64 `json:"sigma"`
 	Epsilon float64 `json:"epsilon"`
 	Delta   float64 `json:"delta"`
 }
+
+// DP modes.
+const (
+	DPUpdate = "update"
+	DPSample = "sample"
+)
+
+// PerExample reports whether the spec is DP-SGD.
+func (d *DPSpec) PerExample() bool { return d.Mode == DPSample }
 
 // CodecSpec is how update shards are encoded.
 type CodecSpec struct {
@@ -221,6 +234,15 @@ func (g *Genesis) Validate() error {
 		}
 		if !(g.DP.Sigma > 0) {
 			return gerr("dp.sigma", "%v: an update with no noise spends an unbounded ε", g.DP.Sigma)
+		}
+		switch g.DP.Mode {
+		case "", DPUpdate:
+		case DPSample:
+			if g.Model.Arch != string(learner.Arch2NN) {
+				return gerr("dp.mode", "sample (DP-SGD) supports the 2nn model only, not %q", g.Model.Arch)
+			}
+		default:
+			return gerr("dp.mode", "%q: want update or sample", g.DP.Mode)
 		}
 	}
 	c, err := shard.ParseCodec(g.Codec.Name)

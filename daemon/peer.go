@@ -528,7 +528,14 @@ func (p *Peer) makeShell(core *node.Core) error {
 	if d := p.gen.DP; d != nil && core.IsTrainer() {
 		b, _ := learner.NewBudget(d.Epsilon, d.Delta)
 		s.Privacy = &node.Privacy{DP: learner.DPConfig{Clip: d.Clip, Sigma: d.Sigma}, Budget: b,
-			Noise: learner.NewNoiseRand(p.o.noiseSeed), Spent: p.writeReleased}
+			Noise: learner.NewNoiseRand(p.o.noiseSeed), Spent: p.writeReleased, PerExample: d.PerExample()}
+		if d.PerExample() {
+			c, ok := s.Trainer.(interface{ Cost() (float64, int) })
+			if !ok {
+				return fmt.Errorf("%w: dp.mode sample: the trainer %T cannot say what a DP-SGD update costs", ErrConfig, s.Trainer)
+			}
+			s.Privacy.Rate, s.Privacy.Steps = c.Cost()
+		}
 	}
 	s.OnCommit = p.onCommit
 	s.OnAggregate = p.o.onAgg
@@ -592,8 +599,32 @@ type Trainer struct {
 
 // Train implements node.Trainer.
 func (t *Trainer) Train(_ context.Context, height uint64, base []float32) ([]float32, int, error) {
+	return t.train(height, base, func(m *learner.Model, rng *rand.Rand) (learner.TrainStats, error) {
+		return learner.Train(m, t.Data, t.Config, rng)
+	})
+}
+
+// TrainPrivate implements node.PrivateTrainer: DP-SGD with Poisson
+// sampling at rate batch/n, noise from noise.
+func (t *Trainer) TrainPrivate(_ context.Context, height uint64, base []float32, dp learner.DPConfig, noise *rand.Rand) ([]float32, int, error) {
+	return t.train(height, base, func(m *learner.Model, rng *rand.Rand) (learner.TrainStats, error) {
+		return learner.TrainDP(m, t.Data, t.Config, dp, rng, noise)
+	})
+}
+
+// Cost is what one DP-SGD update spends: steps at sampling rate q.
+func (t *Trainer) Cost() (q float64, steps int) {
+	n := t.Data.N()
+	b := min(t.Config.BatchSize, n)
+	if t.Config.Steps > 0 {
+		return float64(b) / float64(n), t.Config.Steps
+	}
+	return float64(b) / float64(n), max(t.Config.Epochs, 1) * max(1, n/b)
+}
+
+func (t *Trainer) train(height uint64, base []float32, run func(*learner.Model, *rand.Rand) (learner.TrainStats, error)) ([]float32, int, error) {
 	m := &learner.Model{Arch: t.Arch, Params: append([]float32(nil), base...)}
-	st, err := learner.Train(m, t.Data, t.Config, rand.New(rand.NewPCG(t.Seed, height)))
+	st, err := run(m, rand.New(rand.NewPCG(t.Seed, height)))
 	if err != nil {
 		return nil, 0, err
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -332,52 +333,67 @@ func TestValidatorRestartsFromLog(t *testing.T) {
 	}
 }
 
-// With update-level DP and a budget that allows two updates, every trainer
-// contributes twice, then says so and stops; the network keeps committing
-// only while there are updates.
+// With DP and a budget that allows two updates, every trainer contributes
+// twice, then says so and stops; the network keeps committing only while
+// there are updates. Update-level DP costs one Gaussian mechanism per
+// update; DP-SGD one sampled Gaussian mechanism per local step, at the rate
+// batch/n, and the update leaves as trained (no second clip and noise).
 func TestPrivacyBudgetStopsContributing(t *testing.T) {
-	c := newCluster(t, 4, 0, func(g *Genesis) {
-		g.DP = &DPSpec{Clip: 1e-4, Sigma: 2, Delta: 1e-5}
-		// The ε of two runs at σ=2 (q=1), plus a little.
-		b, _ := learner.NewBudget(100, 1e-5)
-		e2, _ := b.After(2, 1, 2)
-		g.DP.Epsilon = e2 * 1.01
-	})
-	peers := make([]*Peer, 4)
-	for i := range 4 {
-		peers[i] = c.start(i)
-	}
-	defer c.stopAll()
-	c.waitFor(2, 0, 1, 2, 3)
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		all := true
-		for _, p := range peers {
-			all = all && p.Status().PrivacyExhausted
-		}
-		if all {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	for i, p := range peers {
-		st := p.Status()
-		if !st.PrivacyExhausted || st.EpsilonSpent > c.gen.DP.Epsilon {
-			t.Fatalf("peer %d: exhausted %v, ε spent %.3f of %.3f", i, st.PrivacyExhausted, st.EpsilonSpent, c.gen.DP.Epsilon)
-		}
-	}
-	if h := c.height(0); h != 2 {
-		t.Fatalf("committed %d heights with a two-update budget", h)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	u := c.commits[0][2].Block.Updates[0].Cid
-	obj, err := c.stores[0].GetObject(context.Background(), u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if up := obj.(*storage.Update); up.Epsilon <= 0 || up.Sigma != 2 || up.Clip != 1e-4 {
-		t.Fatalf("update records clip %v σ %v ε %v", up.Clip, up.Sigma, up.Epsilon)
+	for _, tc := range []struct {
+		mode        string
+		sigma, clip float64
+		q           float64 // sampling rate of one run
+		runs        int     // runs per update
+	}{
+		{DPUpdate, 2, 1e-4, 1, 1},
+		{DPSample, 1, 0.5, 32.0 / 200, 4}, // batch 32 of 200 samples, 4 steps
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			b, _ := learner.NewBudget(100, 1e-5)
+			e1, _ := b.After(tc.sigma, tc.q, tc.runs)
+			e2, _ := b.After(tc.sigma, tc.q, 2*tc.runs)
+			c := newCluster(t, 4, 0, func(g *Genesis) {
+				g.DP = &DPSpec{Mode: tc.mode, Clip: tc.clip, Sigma: tc.sigma, Delta: 1e-5, Epsilon: e2 * 1.01}
+			})
+			peers := make([]*Peer, 4)
+			for i := range 4 {
+				peers[i] = c.start(i)
+			}
+			defer c.stopAll()
+			c.waitFor(2, 0, 1, 2, 3)
+			deadline := time.Now().Add(30 * time.Second)
+			for time.Now().Before(deadline) {
+				all := true
+				for _, p := range peers {
+					all = all && p.Status().PrivacyExhausted
+				}
+				if all {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			for i, p := range peers {
+				st := p.Status()
+				if !st.PrivacyExhausted || st.EpsilonSpent > c.gen.DP.Epsilon {
+					t.Fatalf("peer %d: exhausted %v, ε spent %.3f of %.3f", i, st.PrivacyExhausted, st.EpsilonSpent, c.gen.DP.Epsilon)
+				}
+			}
+			if h := c.height(0); h != 2 {
+				t.Fatalf("committed %d heights with a two-update budget", h)
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			u := c.commits[0][1].Block.Updates[0].Cid
+			obj, err := c.stores[0].GetObject(context.Background(), u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			up := obj.(*storage.Update)
+			if up.Sigma != tc.sigma || up.Clip != tc.clip || math.Abs(up.Epsilon-e1) > 1e-9*e1 {
+				t.Fatalf("update records clip %v σ %v ε %v, want %v %v %v", up.Clip, up.Sigma, up.Epsilon, tc.clip, tc.sigma, e1)
+			}
+			t.Logf("%s: ε %.3f after one update, %.3f after two", tc.mode, e1, e2)
+		})
 	}
 }
 

@@ -57,6 +57,14 @@ type Trainer interface {
 	Train(ctx context.Context, height uint64, base []float32) (delta []float32, samples int, err error)
 }
 
+// PrivateTrainer is a Trainer that can run DP-SGD (learner.TrainDP): clip
+// every example's gradient to dp.Clip and add N(0, (dp.Sigma·Clip)²) noise
+// from noise at every step. Privacy.PerExample needs one.
+type PrivateTrainer interface {
+	Trainer
+	TrainPrivate(ctx context.Context, height uint64, base []float32, dp learner.DPConfig, noise *rand.Rand) (delta []float32, samples int, err error)
+}
+
 // Log is the consensus write-ahead log (consensus/wal, wrapped).
 type Log interface {
 	Append(records ...[]byte) error
@@ -88,16 +96,34 @@ func (b *backoff) due() bool {
 // catchUpBatch is how many consecutive commits answer one Behind.
 const catchUpBatch = 16
 
-// Privacy is a trainer's update-level differential privacy: every update is
-// clipped and noised, and the trainer stops contributing once the next
-// update would take its ε past the budget.
+// Privacy is a trainer's differential privacy: every update is clipped and
+// noised (or, PerExample, trained with DP-SGD), and the trainer stops
+// contributing once the next update would take its ε past the budget.
 type Privacy struct {
 	DP     learner.DPConfig
 	Budget *learner.Budget
 	Noise  *rand.Rand // a CSPRNG (learner.NewNoiseRand)
+	// PerExample is DP-SGD: the Trainer (a PrivateTrainer) clips each
+	// example's gradient and noises every local step, and the update leaves
+	// as trained. Otherwise the whole update is clipped and noised.
+	PerExample bool
+	// Rate and Steps are what one update costs the accountant: Steps runs of
+	// the sampled Gaussian mechanism at sampling rate Rate (DP-SGD: the
+	// batch over the local data, the local steps). Zero: one run at rate 1,
+	// an update.
+	Rate  float64
+	Steps int
 	// Spent, if set, is told the number of updates released so far, before
 	// the update is stored, so a restarted peer does not forget them.
 	Spent func(released int) error
+}
+
+// cost is what one update spends: sampling rate and runs.
+func (p *Privacy) cost() (float64, int) {
+	if p.Rate == 0 {
+		return 1, 1
+	}
+	return p.Rate, max(p.Steps, 1)
 }
 
 // Shell runs a Core: it owns the core (one goroutine), turns the network,
@@ -151,6 +177,11 @@ func (s *Shell) Run(ctx context.Context) error {
 	// the store under no writer.
 	defer s.wg.Wait()
 	defer cancel()
+	if p := s.Privacy; p != nil && p.PerExample && s.Trainer != nil {
+		if _, ok := s.Trainer.(PrivateTrainer); !ok {
+			return fmt.Errorf("%w: DP-SGD (per-example privacy) needs a trainer that can run it; %T cannot", ErrConfig, s.Trainer)
+		}
+	}
 	anns, err := s.Net.Announcements(ctx)
 	if err != nil {
 		return err
@@ -407,8 +438,9 @@ func (s *Shell) Restore(released int) error {
 	if s.Privacy == nil {
 		return nil
 	}
+	q, steps := s.Privacy.cost()
 	for range released {
-		if err := s.Privacy.Budget.Spend(s.Privacy.DP.Sigma, 1, 1); err != nil {
+		if err := s.Privacy.Budget.Spend(s.Privacy.DP.Sigma, q, steps); err != nil {
 			s.exhausted = true
 			break
 		}
@@ -439,9 +471,10 @@ func (s *Shell) base(ctx context.Context, c cid.Cid) (*storage.Checkpoint, stora
 
 // privateRun is one update's privatisation, fixed on the shell goroutine.
 type privateRun struct {
-	cfg     learner.DPConfig
-	epsilon float64
-	noise   *rand.Rand
+	cfg        learner.DPConfig
+	epsilon    float64
+	noise      *rand.Rand
+	perExample bool
 }
 
 func seedFrom(r *rand.Rand) [32]byte {
@@ -464,7 +497,8 @@ type trainingDone struct{ result any }
 func (s *Shell) startTraining(ctx context.Context, f Train, done chan<- any) error {
 	var dp *privateRun
 	if p := s.Privacy; p != nil {
-		if !p.Budget.CanSpend(p.DP.Sigma, 1, 1) {
+		q, steps := p.cost()
+		if !p.Budget.CanSpend(p.DP.Sigma, q, steps) {
 			s.exhausted = true
 			s.Log.Warn("privacy budget spent: this peer stops contributing updates",
 				"epsilon_spent", p.Budget.Spent(), "epsilon_budget", p.Budget.Epsilon, "updates", s.released)
@@ -472,7 +506,7 @@ func (s *Shell) startTraining(ctx context.Context, f Train, done chan<- any) err
 		}
 		// Account before the update can leave: a crash after releasing
 		// must not forget it.
-		if err := p.Budget.Spend(p.DP.Sigma, 1, 1); err != nil {
+		if err := p.Budget.Spend(p.DP.Sigma, q, steps); err != nil {
 			return fmt.Errorf("node: privacy budget: %w", err)
 		}
 		s.released++
@@ -481,7 +515,7 @@ func (s *Shell) startTraining(ctx context.Context, f Train, done chan<- any) err
 				return fmt.Errorf("node: recording privacy spend: %w", err)
 			}
 		}
-		dp = &privateRun{cfg: p.DP, epsilon: p.Budget.Spent(), noise: rand.New(rand.NewChaCha8(seedFrom(p.Noise)))}
+		dp = &privateRun{cfg: p.DP, epsilon: p.Budget.Spent(), noise: rand.New(rand.NewChaCha8(seedFrom(p.Noise))), perExample: p.PerExample}
 	}
 	s.training = true
 	s.spawn(func() {
@@ -514,7 +548,14 @@ func (s *Shell) train(ctx context.Context, f Train, dp *privateRun) any {
 		s.Log.Warn("base model unavailable; not contributing this height", "height", f.Height, "base", f.Base, "err", err)
 		return nil
 	}
-	delta, samples, err := s.Trainer.Train(ctx, f.Height, m.Params)
+	var delta []float32
+	var samples int
+	if dp != nil && dp.perExample {
+		// Run checked that the trainer can.
+		delta, samples, err = s.Trainer.(PrivateTrainer).TrainPrivate(ctx, f.Height, m.Params, dp.cfg, dp.noise)
+	} else {
+		delta, samples, err = s.Trainer.Train(ctx, f.Height, m.Params)
+	}
 	if err != nil {
 		s.Log.Warn("training failed; not contributing this height", "height", f.Height, "err", err)
 		return nil
@@ -525,9 +566,12 @@ func (s *Shell) train(ctx context.Context, f Train, dp *privateRun) any {
 		in.Codec = shard.Dense
 	}
 	if dp != nil {
-		if delta, err = learner.Privatize(delta, dp.cfg, dp.noise); err != nil {
-			return fmt.Errorf("node: privatising: %w", err)
+		if !dp.perExample {
+			if delta, err = learner.Privatize(delta, dp.cfg, dp.noise); err != nil {
+				return fmt.Errorf("node: privatising: %w", err)
+			}
 		}
+		// With DP-SGD Clip bounds each example's gradient, not the update.
 		in.Clip, in.Sigma, in.Epsilon = dp.cfg.Clip, dp.cfg.Sigma, dp.epsilon
 	}
 	if in.Codec == shard.TopK {

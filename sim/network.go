@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -228,9 +229,6 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	if err := nw.Validate(cfg.Peers); err != nil {
 		return Report{}, err
 	}
-	if cfg.DP != nil && cfg.DP.Mode == DPSample {
-		return Report{}, fmt.Errorf("%w: the full-stack simulator privatises updates (dp mode update); DP-SGD runs in the learning-only one", ErrConfig)
-	}
 	if nw.TickMs == 0 {
 		nw.TickMs = 20
 	}
@@ -265,6 +263,25 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	parts, err := cfg.Partition.Split(train.Labels, cfg.Peers, peerRand(cfg.Seed, 0, 0, purposePartition))
 	if err != nil {
 		return Report{}, err
+	}
+	if cfg.DP != nil && cfg.DP.Sigma == 0 {
+		// The smallest σ that keeps every peer within the target ε after all
+		// rounds (with DP-SGD, peers with less data sample at a higher rate).
+		// A peer pays when it starts training, and it starts on the next
+		// height as soon as one commits: a run of R heights pays for R+1.
+		dp := *cfg.DP
+		for _, part := range parts {
+			q, steps := 1.0, 1
+			if dp.Mode == DPSample {
+				q, steps = sampledSteps(cfg.Train, len(part))
+			}
+			s, err := learner.NoiseMultiplier(dp.Epsilon, dp.delta(), q, (cfg.Rounds+1)*steps)
+			if err != nil {
+				return Report{}, err
+			}
+			dp.Sigma = max(dp.Sigma, s)
+		}
+		cfg.DP = &dp
 	}
 	roles := peerRand(cfg.Seed, 0, 0, purposeRoles).Perm(cfg.Peers)[:cfg.Byzantine]
 	mn := mocknet.New()
@@ -334,7 +351,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 		if budget == 0 {
 			budget = 1e9
 		}
-		g.DP = &daemon.DPSpec{Clip: cfg.DP.Clip, Sigma: cfg.DP.Sigma, Epsilon: budget, Delta: cfg.DP.delta()}
+		g.DP = &daemon.DPSpec{Mode: cfg.DP.Mode, Clip: cfg.DP.Clip, Sigma: cfg.DP.Sigma, Epsilon: budget, Delta: cfg.DP.delta()}
 	}
 	if nw.Codec != "" {
 		g.Codec = daemon.CodecSpec{Name: nw.Codec, TopK: nw.TopK}
@@ -469,7 +486,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	rep.BytesPerPeerRound = lastBytes / int64(cfg.Peers) / int64(rep.RoundsCommitted)
 	rep.Epsilon = run.epsilon()
 	if cfg.DP != nil {
-		rep.DPMode, rep.DPSigma = DPUpdate, cfg.DP.Sigma
+		rep.DPMode, rep.DPSigma = cmp.Or(cfg.DP.Mode, DPUpdate), cfg.DP.Sigma
 	}
 	if cfg.HeadCAR != nil {
 		if _, err := peers[run.observer()].store.ExportCAR(ctx, cid.MustParse(rep.HeadCID), cfg.HeadCAR); err != nil {
@@ -892,7 +909,7 @@ func meanOf(xs []float64) float64 {
 // simTrainer is a peer's local training, and for a Byzantine peer its
 // attack on the result.
 type simTrainer struct {
-	inner  node.Trainer
+	inner  *daemon.Trainer
 	cpus   chan struct{} // shared by all peers: one training per core
 	board  *board
 	honest func() int    // honest trainers running now
@@ -959,6 +976,23 @@ func (b *board) wait(ctx context.Context, height uint64, want int, patience time
 }
 
 func (t *simTrainer) Train(ctx context.Context, height uint64, base []float32) ([]float32, int, error) {
+	return t.run(ctx, height, func() ([]float32, int, error) { return t.inner.Train(ctx, height, base) })
+}
+
+// TrainPrivate is DP-SGD for an honest peer; the adversary ignores privacy.
+func (t *simTrainer) TrainPrivate(ctx context.Context, height uint64, base []float32, dp learner.DPConfig, noise *rand.Rand) ([]float32, int, error) {
+	return t.run(ctx, height, func() ([]float32, int, error) {
+		if t.byz {
+			return t.inner.Train(ctx, height, base)
+		}
+		return t.inner.TrainPrivate(ctx, height, base, dp, noise)
+	})
+}
+
+// Cost is what one DP-SGD update of this peer spends.
+func (t *simTrainer) Cost() (float64, int) { return t.inner.Cost() }
+
+func (t *simTrainer) run(ctx context.Context, height uint64, train func() ([]float32, int, error)) ([]float32, int, error) {
 	// The simulated peers share this machine's cores: trainings beyond
 	// one per core would only interleave, each holding its graph and
 	// batches in memory meanwhile. The time waited is not training time.
@@ -968,7 +1002,7 @@ func (t *simTrainer) Train(ctx context.Context, height uint64, base []float32) (
 		return nil, 0, ctx.Err()
 	}
 	start := time.Now()
-	delta, samples, err := t.inner.Train(ctx, height, base)
+	delta, samples, err := train()
 	t.took(height, time.Since(start))
 	<-t.cpus
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -138,17 +139,30 @@ func TestScenarioFilesParse(t *testing.T) {
 			t.Fatalf("%s: %v", f, err)
 		}
 	}
-	bad := filepath.Join(t.TempDir(), "bad.toml")
-	if err := os.WriteFile(bad, []byte("[network]\nevent = [{at = 1, action = \"explode\"}]\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sc, err := LoadScenario(bad)
-	if err == nil {
+	for _, tc := range []struct {
+		name, text string
+		want       error // nil: applies
+	}{
+		{"unknown action", "[network]\nevent = [{at = 1, action = \"explode\"}]\n", ErrScenario},
+		{"dp mode without sigma", "dp_mode = \"sample\"\n", ErrScenario},
+		{"unknown dp mode", "dp_sigma = 1.0\ndp_mode = \"sometimes\"\n", ErrConfig},
+		{"dp-sgd", "dp_sigma = 1.0\ndp_mode = \"sample\"\n", nil},
+	} {
+		path := filepath.Join(t.TempDir(), "s.toml")
+		if err := os.WriteFile(path, []byte(tc.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		cfg := DefaultConfig()
-		err = sc.Apply(&cfg)
-	}
-	if !errors.Is(err, ErrScenario) {
-		t.Fatalf("an unknown action: %v", err)
+		sc, err := LoadScenario(path)
+		if err == nil {
+			err = sc.Apply(&cfg)
+		}
+		if (tc.want == nil) != (err == nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+		if tc.name == "dp-sgd" && (cfg.DP == nil || cfg.DP.Mode != DPSample) {
+			t.Errorf("dp-sgd: config %+v", cfg.DP)
+		}
 	}
 }
 
@@ -225,5 +239,46 @@ func TestScenarioSilentProposer(t *testing.T) {
 	t.Logf("%d proposals withheld; %d of %d heights committed after round 0", rep.ProposalsWithheld, later, len(rep.Rounds))
 	if rep.ProposalsWithheld == 0 || later == 0 {
 		t.Fatalf("the silent validator withheld %d proposals and %d heights needed another round: it never had its turn", rep.ProposalsWithheld, later)
+	}
+}
+
+// DP on the full stack, both modes: σ is chosen so that the whole run
+// spends at most the target ε, and each peer's accountant composes exactly what its
+// updates cost: one Gaussian mechanism per update, or with DP-SGD one
+// sampled mechanism per local step at rate batch/n.
+func TestFullStackPrivacy(t *testing.T) {
+	const rounds, target = 3, 4.0
+	for _, tc := range []struct {
+		mode  string
+		clip  float64 // small for update-level DP, or its noise swamps the synthetic task
+		q     float64
+		steps int
+	}{
+		{DPUpdate, 0.01, 1, 1},
+		{DPSample, 1, 32.0 / 200, 3}, // scenarioRun: 200 samples per peer, batch 32, 3 steps
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			rep := scenarioRun(t, 4, rounds, Network{}, func(c *Config) {
+				c.DP = &DP{Mode: tc.mode, Clip: tc.clip, Epsilon: target, Delta: 1e-5}
+			})
+			if rep.DPMode != tc.mode || !(rep.DPSigma > 0) {
+				t.Fatalf("report: mode %q σ %v", rep.DPMode, rep.DPSigma)
+			}
+			eps := func(updates int) float64 {
+				b, _ := learner.NewBudget(1e9, 1e-5)
+				e, _ := b.After(rep.DPSigma, tc.q, updates*tc.steps)
+				return e
+			}
+			t.Logf("%s: σ %.4f; ε spent %.4f (the accountant: %.4f after %d updates, %.4f after %d)",
+				tc.mode, rep.DPSigma, rep.Epsilon, eps(rounds), rounds, eps(rounds+1), rounds+1)
+			// A peer spends when it starts training, so the height after the
+			// last may already be paid for: σ is chosen for that.
+			if e := eps(rounds + 1); !(e <= target && e > 0.97*target) {
+				t.Fatalf("σ %v spends ε %v over %d trainings, want just under %v", rep.DPSigma, e, rounds+1, target)
+			}
+			if e := rep.Epsilon; math.Abs(e-eps(rounds)) > 1e-9 && math.Abs(e-eps(rounds+1)) > 1e-9 {
+				t.Fatalf("ε spent %v is neither %d nor %d updates' worth", e, rounds, rounds+1)
+			}
+		})
 	}
 }

@@ -36,6 +36,7 @@ type Scenario struct {
 	DPSigma     *float64 `toml:"dp_sigma"`
 	DPClip      *float64 `toml:"dp_clip"`
 	DPBudget    *float64 `toml:"dp_budget"`
+	DPMode      *string  `toml:"dp_mode"` // update (default) or sample (DP-SGD)
 	Network     Network  `toml:"network"`
 }
 
@@ -96,6 +97,11 @@ func (s Scenario) Apply(cfg *Config) error {
 		if s.DPBudget != nil {
 			cfg.DP.Budget = *s.DPBudget
 		}
+		if s.DPMode != nil {
+			cfg.DP.Mode = *s.DPMode
+		}
+	} else if s.DPClip != nil || s.DPBudget != nil || s.DPMode != nil {
+		return fmt.Errorf("%w: dp_clip, dp_budget and dp_mode need dp_sigma", ErrScenario)
 	}
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -145,9 +145,6 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *out == "" && !*matrix {
 		*out = filepath.Join(os.TempDir(), fmt.Sprintf("murmur-sim-%d", cfg.Seed))
 	}
-	if full && cfg.DP != nil && cfg.DP.Mode == sim.DPSample {
-		return fmt.Errorf("%w: --dp-mode sample (DP-SGD) is simulated by the learning-only engine: add --learning-only (the full stack privatises whole updates)", errUsage)
-	}
 	train, test, err := load(stderr)
 	if err != nil {
 		return err

@@ -34,8 +34,9 @@ func runTestnet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	collect := fs.Int("collect-ticks", 40, "ticks a proposer waits for updates (less once every active trainer delivered)")
 	psk := fs.Bool("psk", false, "make a private network (a pre-shared key in the genesis)")
 	open := fs.Bool("open", false, "let any peer train (no trainer allowlist); proposers then wait the whole collection window")
-	dpSigma := fs.Float64("dp-sigma", 0, "update-level DP noise multiplier (0: off)")
-	dpClip := fs.Float64("dp-clip", 1, "update-level DP clip norm")
+	dpSigma := fs.Float64("dp-sigma", 0, "DP noise multiplier (0: off)")
+	dpClip := fs.Float64("dp-clip", 1, "DP clip norm (of each update, or with --dp-mode sample of each example's gradient)")
+	dpMode := fs.String("dp-mode", daemon.DPUpdate, "DP: update (clip and noise each update) or sample (DP-SGD: per-example clipping, noise at every local step; 2nn only)")
 	dpEps := fs.Float64("dp-epsilon", 8, "privacy budget ε per trainer (with --dp-sigma)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -91,7 +92,9 @@ func runTestnet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		g.PSK = hex.EncodeToString(key)
 	}
 	if *dpSigma > 0 {
-		g.DP = &daemon.DPSpec{Clip: *dpClip, Sigma: *dpSigma, Epsilon: *dpEps, Delta: 1e-5}
+		g.DP = &daemon.DPSpec{Mode: *dpMode, Clip: *dpClip, Sigma: *dpSigma, Epsilon: *dpEps, Delta: 1e-5}
+	} else if isSet(fs, "dp-mode") || isSet(fs, "dp-clip") {
+		return fmt.Errorf("%w: --dp-mode and --dp-clip need --dp-sigma", errUsage)
 	}
 	c, err := g.GenesisModel(ctx, nil)
 	if err != nil {
