@@ -19,55 +19,13 @@ import (
 // It needs a Docker engine and docker-compose: set MURMUR_DOCKER_E2E=1
 // (scripts/test does when they are there).
 func TestDockerTestnet(t *testing.T) {
-	if os.Getenv("MURMUR_DOCKER_E2E") != "1" {
-		t.Skip("set MURMUR_DOCKER_E2E=1 to run the docker testnet (needs docker and docker-compose)")
-	}
-	tn := newTestnet(t, 4, 0, "--steps", "30", "--collect-ticks", "30")
-	static := exec.Command("go", "build", "-o", filepath.Join(tn.dir, "peer"), ".")
-	static.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := static.CombinedOutput(); err != nil {
-		t.Fatalf("static build: %v\n%s", err, out)
-	}
-	mnist, err := learner.DefaultMNISTDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(tn.dir, "mnist"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	files, _ := filepath.Glob(filepath.Join(mnist, "*.gz"))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(tn.dir, "mnist", filepath.Base(f)), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	project := fmt.Sprintf("murmure2e%d", os.Getpid())
-	compose := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command("docker-compose", append([]string{"-p", project, "-f", filepath.Join(tn.dir, "docker-compose.yml")}, args...)...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("docker-compose %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	tn, project, compose := dockerTestnet(t, "")
 	docker := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command("docker", args...).CombinedOutput(); err != nil {
 			t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := exec.Command("docker-compose", "-p", project, "-f", filepath.Join(tn.dir, "docker-compose.yml"), "logs", "--tail", "40").CombinedOutput()
-			t.Logf("container logs:\n%s", out)
-		}
-		_ = exec.Command("docker-compose", "-p", project, "-f", filepath.Join(tn.dir, "docker-compose.yml"), "down", "-t", "5", "--rmi", "local").Run()
-	})
 	compose("up", "-d", "--build")
 	all := []int{0, 1, 2, 3}
 	tn.waitHeight(3, 120*time.Second, all...)
@@ -112,4 +70,92 @@ func TestDockerTestnet(t *testing.T) {
 	if !strings.Contains(compose("config"), "127.0.0.1:") {
 		t.Fatal("compose file publishes an API beyond loopback")
 	}
+}
+
+// TestDockerMDNS runs the compose testnet with no bootstrap peers: the four
+// containers find each other only by mDNS on their bridge network, and
+// commit the same heads.
+func TestDockerMDNS(t *testing.T) {
+	tn, _, compose := dockerTestnet(t, `services:
+  peer0: {environment: {MURMUR_P2P_BOOTSTRAP: "", MURMUR_P2P_MDNS: "true"}}
+  peer1: {environment: {MURMUR_P2P_BOOTSTRAP: "", MURMUR_P2P_MDNS: "true"}}
+  peer2: {environment: {MURMUR_P2P_BOOTSTRAP: "", MURMUR_P2P_MDNS: "true"}}
+  peer3: {environment: {MURMUR_P2P_BOOTSTRAP: "", MURMUR_P2P_MDNS: "true"}}
+`)
+	if cfg := compose("config"); strings.Contains(cfg, "/p2p/") {
+		t.Fatalf("the mDNS testnet still names bootstrap peers:\n%s", cfg)
+	}
+	compose("up", "-d", "--build")
+	all := []int{0, 1, 2, 3}
+	tn.waitHeight(3, 120*time.Second, all...)
+	st := tn.sameHead(all...)
+	for i := range 4 {
+		if s := tn.status(i); s.Peers < 3 {
+			t.Fatalf("peer %d knows %d peers, want the 3 others", i, s.Peers)
+		}
+	}
+	t.Logf("mDNS only: 4 containers found each other and agree at height %d (%s)", st.Height, st.HeadCID)
+}
+
+// dockerTestnet writes `peer testnet`'s homes and compose file (plus an
+// override file, if given) with a static binary and MNIST beside them, and
+// returns the compose runner; everything is taken down when the test ends.
+// It needs a Docker engine and docker-compose: set MURMUR_DOCKER_E2E=1
+// (scripts/test does when they are there).
+func dockerTestnet(t *testing.T, override string) (*testnet, string, func(args ...string) string) {
+	t.Helper()
+	if os.Getenv("MURMUR_DOCKER_E2E") != "1" {
+		t.Skip("set MURMUR_DOCKER_E2E=1 to run the docker testnet (needs docker and docker-compose)")
+	}
+	tn := newTestnet(t, 4, 0, "--steps", "30", "--collect-ticks", "30")
+	static := exec.Command("go", "build", "-o", filepath.Join(tn.dir, "peer"), ".")
+	static.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := static.CombinedOutput(); err != nil {
+		t.Fatalf("static build: %v\n%s", err, out)
+	}
+	mnist, err := learner.DefaultMNISTDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(tn.dir, "mnist"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(mnist, "*.gz"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(tn.dir, "mnist", filepath.Base(f)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fileArgs := []string{"-f", filepath.Join(tn.dir, "docker-compose.yml")}
+	if override != "" {
+		path := filepath.Join(tn.dir, "docker-compose.override.yml")
+		if err := os.WriteFile(path, []byte(override), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fileArgs = append(fileArgs, "-f", path)
+	}
+	project := fmt.Sprintf("murmure2e%d%s", os.Getpid(), strings.ToLower(strings.TrimPrefix(t.Name(), "TestDocker")))
+	run := func(args ...string) *exec.Cmd {
+		return exec.Command("docker-compose", append(append([]string{"-p", project}, fileArgs...), args...)...)
+	}
+	compose := func(args ...string) string {
+		t.Helper()
+		out, err := run(args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("docker-compose %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := run("logs", "--tail", "40").CombinedOutput()
+			t.Logf("container logs:\n%s", out)
+		}
+		_ = run("down", "-t", "5", "--rmi", "local").Run()
+	})
+	return tn, project, compose
 }
