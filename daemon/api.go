@@ -83,6 +83,12 @@ func (p *Peer) Handler() http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		for _, c := range roots { // nothing else refers to them: keep them from collection
+			if err := p.store.Keep(r.Context(), c); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
 		rs := make([]string, len(roots))
 		for i, c := range roots {
 			rs[i] = c.String()

@@ -73,6 +73,11 @@ type StoreOpts struct {
 	KeepLast  int  `toml:"keep_last"`
 	KeepEvery int  `toml:"keep_every"`
 	Sync      bool `toml:"sync"`
+	// KeepUpdates is how many recent heights keep their updates' tensors
+	// (0: all); older lineage keeps its manifests only. GCEvery is how many
+	// heights pass between collections (0: never).
+	KeepUpdates int `toml:"keep_updates"`
+	GCEvery     int `toml:"gc_every"`
 }
 
 // DefaultConfig is what peer init writes.
@@ -84,7 +89,7 @@ func DefaultConfig() Config {
 		Log:     LogConfig{Format: "text", Level: "info"},
 		Data:    DataConfig{Partition: "iid", Shard: 0, Shards: 1, Seed: 1, EvalSamples: 10000},
 		Train:   TrainOpts{Enabled: true},
-		Storage: StoreOpts{KeepLast: 20, KeepEvery: 10, Sync: true},
+		Storage: StoreOpts{KeepLast: 20, KeepEvery: 10, Sync: true, KeepUpdates: 20, GCEvery: 10},
 	}
 }
 
@@ -147,6 +152,13 @@ keep_last = 20
 keep_every = 10
 # fsync every write.
 sync = true
+# Updates' tensors kept for the last keep_updates heights (0: all); older
+# ledger entries keep the manifests of their updates and models (who
+# contributed what, by CID, with its ε) but not the tensors, unless a kept
+# model above is among them.
+keep_updates = 20
+# Heights between garbage collections of the store (0: never).
+gc_every = 10
 `
 
 // LoadConfig reads path, applies MURMUR_* environment overrides from env
@@ -316,6 +328,9 @@ func (c Config) Validate() error {
 	}
 	if c.Data.EvalSamples < 0 {
 		return cerr("data.eval_samples", "%d: want ≥ 0", c.Data.EvalSamples)
+	}
+	if c.Storage.KeepUpdates < 0 || c.Storage.GCEvery < 0 {
+		return cerr("storage.keep_updates", "%d (gc_every %d): want both ≥ 0", c.Storage.KeepUpdates, c.Storage.GCEvery)
 	}
 	if c.Storage.KeepLast < 1 || c.Storage.KeepEvery < 0 {
 		return cerr("storage.keep_last", "%d (keep_every %d): want keep_last ≥ 1, keep_every ≥ 0", c.Storage.KeepLast, c.Storage.KeepEvery)

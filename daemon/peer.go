@@ -174,6 +174,7 @@ type Peer struct {
 	status  Status
 	commits [][]byte // encoded commits by height-1, served to peers catching up
 	evalCh  chan cid.Cid
+	gcCh    chan uint64 // committed heights to collect the store at
 	closers []func() error
 	// life bounds the network components' background work (gossipsub,
 	// bitswap, DHT): cancelled on close, so a peer restarted on the same
@@ -187,7 +188,7 @@ type Peer struct {
 // log, the consensus machine from the log, the privacy budget from its
 // record. Nothing is sent until Run.
 func New(ctx context.Context, home string, cfg Config, gen *Genesis, opts ...Option) (_ *Peer, err error) {
-	p := &Peer{home: home, cfg: cfg, gen: gen, evalCh: make(chan cid.Cid, 1)}
+	p := &Peer{home: home, cfg: cfg, gen: gen, evalCh: make(chan cid.Cid, 1), gcCh: make(chan uint64, 1)}
 	p.life, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	p.closers = append(p.closers, func() error { p.cancel(); return nil })
 	p.o.fetch = 60 * time.Second
@@ -721,9 +722,68 @@ func (p *Peer) onCommit(c node.Commit) {
 	default:
 	}
 	p.evalCh <- c.Block.Result.Cid
+	if n := uint64(p.cfg.Storage.GCEvery); n > 0 && c.Height%n == 0 {
+		select { // a collection still running takes this one's place
+		case p.gcCh <- c.Height:
+		default:
+		}
+	}
 	if p.o.onCommit != nil {
 		p.o.onCommit(c)
 	}
+}
+
+// collect runs the store's garbage collections, one at a time, off the
+// shell's goroutine (the store's own lock orders it with writers).
+func (p *Peer) collect(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case h := <-p.gcCh:
+			start := time.Now()
+			n, err := p.gc(ctx, h)
+			if err != nil {
+				if ctx.Err() == nil {
+					p.log.Warn("store collection failed; nothing committed is lost, the next one retries", "height", h, "err", err)
+				}
+				continue
+			}
+			p.m.collected.Add(float64(n))
+			p.log.Info("store collected", "height", h, "blocks_removed", n, "took", time.Since(start).Round(time.Millisecond))
+		}
+	}
+}
+
+// gc collects the store at committed height h: the ledger's blocks stay
+// with their lineage manifests, tensors of the last keep_updates heights,
+// pinned models and work in flight.
+func (p *Peer) gc(ctx context.Context, h uint64) (int, error) {
+	blocks := make([]*storage.Block, 0, h)
+	for _, enc := range p.commitRange(1, int(h)) {
+		msg, err := consensus.Decode(enc)
+		if err != nil {
+			return 0, err
+		}
+		cm, ok := msg.(*consensus.Commit)
+		if !ok {
+			return 0, fmt.Errorf("daemon: ledger entry is a %T", msg)
+		}
+		obj, err := storage.Decode(cm.Value)
+		if err != nil {
+			return 0, err
+		}
+		b, ok := obj.(*storage.Block)
+		if !ok {
+			return 0, fmt.Errorf("daemon: ledger entry holds a %T", obj)
+		}
+		blocks = append(blocks, b)
+	}
+	c := storage.Collection{Blocks: blocks, InFlightFrom: h}
+	if k := uint64(p.cfg.Storage.KeepUpdates); k > 0 && h > k {
+		c.TensorsFrom = h - k + 1
+	}
+	return p.store.GC(ctx, c)
 }
 
 // evaluate measures each new head's test accuracy, newest first.
@@ -807,6 +867,8 @@ func (p *Peer) Run(ctx context.Context) error {
 	defer wg.Wait()
 	wg.Add(1)
 	go func() { defer wg.Done(); p.evaluate(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); p.collect(ctx) }()
 	if p.disc != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); p.discover(ctx) }()
@@ -853,6 +915,7 @@ func (p *Peer) close() {
 type peerMetrics struct {
 	height, accuracy          prometheus.Gauge
 	commits, evidence         prometheus.Counter
+	collected                 prometheus.Counter
 	updates, rounds, interval prometheus.Histogram
 }
 
@@ -862,6 +925,8 @@ func newPeerMetrics(reg prometheus.Registerer) (*peerMetrics, error) {
 		accuracy: prometheus.NewGauge(prometheus.GaugeOpts{Name: "murmur_test_accuracy", Help: "Test accuracy of the head model."}),
 		commits:  prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_commits_total", Help: "Heights committed by this peer."}),
 		evidence: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_equivocations_total", Help: "Equivocations detected."}),
+		collected: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_store_blocks_collected_total",
+			Help: "Blocks the store's garbage collection removed (pruned lineage tensors, stale updates)."}),
 		updates: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "murmur_block_updates", Help: "Updates aggregated per committed block.",
 			Buckets: prometheus.LinearBuckets(1, 1, 16)}),
 		rounds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "murmur_commit_round", Help: "Consensus round at which heights committed.",
@@ -869,7 +934,7 @@ func newPeerMetrics(reg prometheus.Registerer) (*peerMetrics, error) {
 		interval: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "murmur_commit_interval_seconds", Help: "Time between commits.",
 			Buckets: prometheus.ExponentialBuckets(0.25, 2, 10)}),
 	}
-	for _, c := range []prometheus.Collector{m.height, m.accuracy, m.commits, m.evidence, m.updates, m.rounds, m.interval} {
+	for _, c := range []prometheus.Collector{m.height, m.accuracy, m.commits, m.evidence, m.collected, m.updates, m.rounds, m.interval} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -52,6 +52,8 @@ type cluster struct {
 	stores []*storage.Store
 	data   []*learner.Dataset
 	test   *learner.Dataset
+	// tweak, if set, changes peer i's config before it starts.
+	tweak func(i int, cfg *Config)
 
 	mu      sync.Mutex
 	commits []map[uint64]node.Commit
@@ -113,6 +115,9 @@ func (c *cluster) start(i int) *Peer {
 	c.t.Helper()
 	cfg := DefaultConfig()
 	cfg.Data.EvalSamples = 200
+	if c.tweak != nil {
+		c.tweak(i, &cfg)
+	}
 	p, err := New(context.Background(), c.homes[i], cfg, c.gen, WithHost(c.hosts[i]), WithStore(c.stores[i]),
 		WithData(c.data[i], c.test), WithLogger(testLogger(c.t).With("i", i)), WithFetchTimeout(10*time.Second),
 		WithOnCommit(func(cm node.Commit) {
@@ -394,6 +399,94 @@ func TestPrivacyBudgetStopsContributing(t *testing.T) {
 			}
 			t.Logf("%s: ε %.3f after one update, %.3f after two", tc.mode, e1, e2)
 		})
+	}
+}
+
+// The store collects as the ledger grows: every ledger block stays with
+// the manifests of its updates and models (so the lineage, and who
+// contributed, stays readable), tensors of updates older than keep_updates
+// heights go, recent ones and the head stay, and a peer joining later
+// still catches up and trains on the head.
+func TestStoreCollectsLineage(t *testing.T) {
+	c := newCluster(t, 4, 1, nil)
+	c.tweak = func(i int, cfg *Config) {
+		cfg.Storage.GCEvery, cfg.Storage.KeepUpdates, cfg.Storage.KeepLast, cfg.Storage.KeepEvery = 2, 2, 2, 0
+		if i == 1 {
+			cfg.Storage.GCEvery = 0 // the baseline: never collects
+		}
+	}
+	for i := range 4 {
+		c.start(i)
+	}
+	defer c.stopAll()
+	c.waitFor(9, 0, 1, 2, 3)
+	late := c.start(4)
+	target := c.height(0) + 2
+	c.waitFor(target, 0, 1, 2, 3, 4)
+	c.agree(target, 0, 1, 2, 3, 4)
+	c.running[0]() // stop both at once (no collection running while the stores are read)
+	c.running[1]()
+	c.stop(0)
+	c.stop(1)
+	ctx := context.Background()
+	size := func(s *storage.Store) (n int, bytes int) {
+		keys, err := s.Blockstore().AllKeysChan(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range keys {
+			sz, err := s.Blockstore().GetSize(ctx, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, bytes = n+1, bytes+sz
+		}
+		return n, bytes
+	}
+	n0, b0 := size(c.stores[0])
+	n1, b1 := size(c.stores[1])
+	h0, h1 := c.height(0), c.height(1)
+	t.Logf("figure: store after %d heights: %d blocks, %d KB collecting (keep_updates 2, keep_last 2) vs %d blocks, %d KB never collecting (%d heights) = %.2f×",
+		h0, n0, b0/1000, n1, b1/1000, h1, float64(b0)/float64(b1))
+	if !(b0 < b1) {
+		t.Fatalf("collecting: %d bytes at %d; never: %d bytes at %d", b0, h0, b1, h1)
+	}
+	c.mu.Lock()
+	commits := c.commits[0]
+	c.mu.Unlock()
+	var pruned, whole []uint64
+	for h := uint64(1); h < target; h++ {
+		cm, ok := commits[h]
+		if !ok {
+			t.Fatalf("peer 0 has no commit %d", h)
+		}
+		v, err := c.peers[0].CommitAt(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range v.Updates {
+			if u.Author == "" {
+				t.Fatalf("height %d: update %s lost its manifest", h, u.CID)
+			}
+		}
+		obj, err := c.stores[0].GetObject(ctx, cm.Block.Updates[0].Cid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		content, _ := storage.Links(obj)
+		has, _ := c.stores[0].Has(ctx, content[0])
+		if has {
+			whole = append(whole, h)
+		} else {
+			pruned = append(pruned, h)
+		}
+	}
+	t.Logf("update tensors pruned at heights %v, whole at %v", pruned, whole)
+	if len(pruned) == 0 || len(whole) == 0 || pruned[len(pruned)-1] > whole[0] {
+		t.Fatalf("want old heights pruned and recent ones whole: pruned %v, whole %v", pruned, whole)
+	}
+	if st := late.Status(); st.Height < target {
+		t.Fatalf("the late peer is at %d", st.Height)
 	}
 }
 

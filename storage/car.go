@@ -154,6 +154,8 @@ func (s *Store) ImportCAR(ctx context.Context, r io.Reader) ([]cid.Cid, int, err
 	if err != nil {
 		return nil, 0, err
 	}
+	s.gc.RLock()
+	defer s.gc.RUnlock()
 	if err := s.bs.PutMany(ctx, blks); err != nil {
 		return nil, 0, err
 	}

@@ -100,67 +100,167 @@ func (s *Store) ApplyRetention(ctx context.Context, r Retention) ([]PinInfo, err
 	return dropped, nil
 }
 
-// GC deletes every block not reachable from a pin and returns how many it
-// removed. Reachability follows content links (a checkpoint's or update's
-// shards) and, from blocks and certificates, lineage links (so a pinned
-// ledger entry keeps its updates and result). A checkpoint's parent is not
-// followed: retention decides which ancestors stay.
-func (s *Store) GC(ctx context.Context) (int, error) {
-	pins, err := s.Pins(ctx)
-	if err != nil {
-		return 0, err
+// Keep records that root must survive garbage collection whole, outside
+// the retention policy (an imported model or update: nothing else refers
+// to it).
+func (s *Store) Keep(ctx context.Context, root cid.Cid) error {
+	if ok, err := s.Has(ctx, root); err != nil || !ok {
+		return fmt.Errorf("%w: cannot keep %s: not stored", ErrNotFound, root)
 	}
+	return s.ds.Put(ctx, keptNS.ChildString(root.String()), nil)
+}
+
+// Collection is what GC keeps beyond pinned and kept roots.
+type Collection struct {
+	// Blocks are the committed ledger's blocks (the ledger is their
+	// durable record; the store holds copies to serve and inspect). Each
+	// stays, with the manifests of the updates it lists and of its base
+	// and result models: the lineage, who contributed what with which ε,
+	// stays auditable by CID.
+	Blocks []*Block
+	// TensorsFrom: the objects that blocks below this height list keep
+	// their manifests but lose their tensors (unless a pin keeps them);
+	// those of later blocks stay whole. 0 keeps every listed object whole.
+	TensorsFrom uint64
+	// InFlightFrom: updates, models and blocks at this height or above stay
+	// whole even when nothing lists them yet: work in progress (fetched,
+	// trained, aggregated or just committed). 0: none.
+	InFlightFrom uint64
+}
+
+// GC deletes every block that no pin, kept root or rule of c keeps, and
+// returns how many it removed. A pinned or kept root stays with its content
+// (a model's or update's shards); a model's parent is not followed:
+// retention decides which ancestors stay. Writers of multi-block objects
+// wait while it runs (and it for them), so it never takes shards whose
+// manifest is still to come.
+func (s *Store) GC(ctx context.Context, c Collection) (int, error) {
+	s.gc.Lock()
+	defer s.gc.Unlock()
 	live := map[string]bool{}
-	var visit func(c cid.Cid) error
-	visit = func(c cid.Cid) error {
-		if live[string(c.Hash())] {
+	// whole marks root and its content; manifest marks root alone.
+	whole := func(root cid.Cid) error {
+		if live[string(root.Hash())] {
 			return nil
 		}
-		live[string(c.Hash())] = true
-		if c.Type() != cid.DagCBOR {
+		live[string(root.Hash())] = true
+		if root.Type() != cid.DagCBOR {
 			return nil
 		}
-		obj, err := s.GetObject(ctx, c)
+		obj, err := s.GetObject(ctx, root)
 		if err != nil {
-			return fmt.Errorf("storage: gc: reading pinned %s: %w", c, err)
+			return fmt.Errorf("storage: gc: reading %s: %w", root, err)
 		}
-		content, lineage := Links(obj)
+		content, _ := Links(obj)
 		for _, l := range content {
-			if err := visit(l); err != nil {
-				return err
-			}
-		}
-		switch obj.(type) {
-		case *Block, *Certificate:
-			for _, l := range lineage {
-				if ok, _ := s.Has(ctx, l); ok { // a pruned checkpoint may be gone
-					if err := visit(l); err != nil {
-						return err
-					}
-				}
-			}
+			live[string(l.Hash())] = true
 		}
 		return nil
 	}
-	for _, p := range pins {
-		if err := visit(p.Root); err != nil {
+	present := func(l cid.Cid) bool { ok, _ := s.Has(ctx, l); return ok }
+	roots, err := s.roots(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range roots {
+		if err := whole(r); err != nil {
 			return 0, err
+		}
+	}
+	for _, b := range c.Blocks {
+		_, bc, err := Encode(b)
+		if err != nil {
+			return 0, fmt.Errorf("storage: gc: ledger block %d: %w", b.Height, err)
+		}
+		live[string(bc.Hash())] = true
+		_, lineage := Links(b)
+		for _, l := range lineage {
+			switch {
+			case !present(l): // never fetched here, or pruned already
+			case c.TensorsFrom == 0 || b.Height >= c.TensorsFrom:
+				if err := whole(l); err != nil {
+					return 0, err
+				}
+			default:
+				live[string(l.Hash())] = true
+			}
 		}
 	}
 	keys, err := s.bs.AllKeysChan(ctx)
 	if err != nil {
 		return 0, err
 	}
-	var dead []cid.Cid
-	for c := range keys {
-		if !live[string(c.Hash())] {
-			dead = append(dead, c)
+	var all []cid.Cid
+	for k := range keys {
+		all = append(all, k)
+	}
+	if c.InFlightFrom > 0 {
+		for _, k := range all {
+			if live[string(k.Hash())] {
+				continue
+			}
+			// The blockstore lists multihashes (as raw CIDs): try each block
+			// as one of our dag-cbor objects; shards fail to decode.
+			k = cid.NewCidV1(cid.DagCBOR, k.Hash())
+			obj, err := s.GetObject(ctx, k)
+			if err != nil {
+				continue // a shard, not one of ours, or damaged: not kept for it
+			}
+			var h uint64
+			switch o := obj.(type) {
+			case *Update:
+				h = o.Height
+			case *Checkpoint:
+				h = o.Height
+			case *Block:
+				h = o.Height // committed a moment ago: not in c.Blocks yet
+			default:
+				continue
+			}
+			if h >= c.InFlightFrom {
+				if err := whole(k); err != nil {
+					return 0, err
+				}
+			}
 		}
 	}
-	for _, c := range dead {
-		if err := s.bs.DeleteBlock(ctx, c); err != nil {
-			return 0, err
+	n := 0
+	for _, k := range all {
+		if live[string(k.Hash())] {
+			continue
 		}
+		if err := s.bs.DeleteBlock(ctx, k); err != nil {
+			return n, err
+		}
+		n++
 	}
-	return len(dead), s.ds.Sync(ctx, ds.NewKey("/"))
+	return n, s.ds.Sync(ctx, ds.NewKey("/"))
+}
+
+// roots are the pinned and the kept roots.
+func (s *Store) roots(ctx context.Context) ([]cid.Cid, error) {
+	pins, err := s.Pins(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []cid.Cid
+	for _, p := range pins {
+		out = append(out, p.Root)
+	}
+	res, err := s.ds.Query(ctx, dsq.Query{Prefix: keptNS.String(), KeysOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	entries, err := res.Rest()
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		c, err := cid.Decode(ds.RawKey(e.Key).BaseNamespace())
+		if err != nil {
+			return nil, fmt.Errorf("storage: corrupt kept root %q", e.Key)
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }

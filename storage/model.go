@@ -150,6 +150,8 @@ type CheckpointMeta struct {
 // PutCheckpoint stores a model as dense shards plus a checkpoint manifest
 // and returns the manifest's CID.
 func (s *Store) PutCheckpoint(ctx context.Context, m Model, meta CheckpointMeta) (cid.Cid, error) {
+	s.gc.RLock()
+	defer s.gc.RUnlock()
 	refs, err := s.putShards(ctx, m.tensors(), m.Params, shard.Dense, 0)
 	if err != nil {
 		return cid.Undef, err
@@ -220,6 +222,8 @@ type UpdateInput struct {
 
 // PutUpdate encodes the delta's shards, signs the manifest and stores it.
 func (s *Store) PutUpdate(ctx context.Context, in UpdateInput, signer Signer) (cid.Cid, error) {
+	s.gc.RLock()
+	defer s.gc.RUnlock()
 	if in.Codec == shard.TopK && !(in.TopK > 0 && in.TopK <= 1) {
 		return cid.Undef, fmt.Errorf("%w: top-k fraction %v must be in (0,1]", ErrMalformed, in.TopK)
 	}

@@ -294,7 +294,7 @@ func TestPinsRetentionGC(t *testing.T) {
 	if !slices.Equal(heights, []uint64{1, 2, 3, 4, 6, 7, 8, 9}) {
 		t.Fatalf("retention dropped heights %v", heights)
 	}
-	removed, err := s.GC(ctx)
+	removed, err := s.GC(ctx, Collection{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,5 +339,106 @@ func TestStorePersists(t *testing.T) {
 	pins, _ := s.Pins(ctx)
 	if len(pins) != 1 || pins[0].Root != c || pins[0].Height != 4 {
 		t.Fatalf("pins after reopen: %v", pins)
+	}
+}
+
+// GC prunes lineage: blocks below TensorsFrom keep the manifests of their
+// updates and models but lose the tensors; later blocks keep theirs whole;
+// an update no block lists stays while it is in flight and goes once old;
+// kept (imported) roots and just-committed blocks stay; the hash chain of
+// manifests stays readable.
+func TestGCPrunesLineage(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	signer := edSigner{ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, 32))}
+	small := func(seed uint64) Model { // one tensor of 4 KB: one shard
+		m := model(seed)
+		return Model{Arch: "t", Layers: []Layer{{Name: "w", Shape: []int{1024}}}, Params: m.Params[:1024]}
+	}
+	base, err := s.PutCheckpoint(ctx, small(0), CheckpointMeta{Height: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pin(ctx, base, 0); err != nil {
+		t.Fatal(err)
+	}
+	update := func(h uint64, seed uint64, on cid.Cid) cid.Cid {
+		u, err := s.PutUpdate(ctx, UpdateInput{Network: "n", Height: h, Base: on, Layers: []Layer{{Name: "w", Shape: []int{1024}}},
+			Delta: small(seed).Params, Samples: 1, Codec: shard.Dense}, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	var blocks []*Block
+	var ups, results []cid.Cid
+	head := base
+	for h := uint64(1); h <= 6; h++ {
+		u := update(h, 100+h, head)
+		res, err := s.PutCheckpoint(ctx, small(h), CheckpointMeta{Height: h, Parent: head})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := &Block{Kind: KindBlock, Version: FormatVersion, Network: "n", Height: h, Base: Link{head}, Result: Link{res},
+			Updates: []Link{{u}}, Rule: "mean", Proposer: "p"}
+		if _, err := s.PutObject(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		blocks, ups, results, head = append(blocks, b), append(ups, u), append(results, res), res
+	}
+	if err := s.Pin(ctx, head, 6); err != nil { // retention keeps the head
+		t.Fatal(err)
+	}
+	stale := update(2, 7, results[0])    // trained, never listed, old
+	inFlight := update(7, 8, head)       // announced for the next height
+	imported := update(1, 9, results[0]) // imported by hand
+	if err := s.Keep(ctx, imported); err != nil {
+		t.Fatal(err)
+	}
+	late := &Block{Kind: KindBlock, Version: FormatVersion, Network: "n", Height: 7, Base: Link{head}, Result: Link{head},
+		Updates: []Link{{inFlight}}, Rule: "mean", Proposer: "p"} // committed after the list was made
+	lateCID, err := s.PutObject(ctx, late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GC(ctx, Collection{Blocks: blocks, TensorsFrom: 5, InFlightFrom: 6}); err != nil {
+		t.Fatal(err)
+	}
+	whole := func(c cid.Cid) bool {
+		obj, err := s.GetObject(ctx, c)
+		if err != nil {
+			return false
+		}
+		content, _ := Links(obj)
+		for _, l := range content {
+			if ok, _ := s.Has(ctx, l); !ok {
+				return false
+			}
+		}
+		return true
+	}
+	has := func(c cid.Cid) bool { ok, _ := s.Has(ctx, c); return ok }
+	for i, b := range blocks {
+		_, bc, _ := Encode(b)
+		wantWhole := b.Height >= 5
+		switch {
+		case !has(bc):
+			t.Errorf("block %d collected", b.Height)
+		case !has(ups[i]) || !has(results[i]):
+			t.Errorf("height %d: the lineage manifests are gone", b.Height)
+		case whole(ups[i]) != wantWhole:
+			t.Errorf("height %d: update whole %v, want %v", b.Height, whole(ups[i]), wantWhole)
+		case whole(results[i]) != (wantWhole || b.Height == 6):
+			t.Errorf("height %d: result whole %v", b.Height, whole(results[i]))
+		}
+	}
+	if has(stale) {
+		t.Error("an old update no block lists survived")
+	}
+	if !whole(inFlight) || !whole(imported) || !whole(base) || !has(lateCID) {
+		t.Errorf("in flight %v, imported %v, genesis %v, late block %v: want all kept", whole(inFlight), whole(imported), whole(base), has(lateCID))
+	}
+	if _, _, err := s.GetUpdate(ctx, ups[0], []Layer{{Name: "w", Shape: []int{1024}}}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("reading a pruned update's tensors: %v, want ErrNotFound", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/boxo/datastore/dshelp"
@@ -24,15 +25,22 @@ import (
 var (
 	quarantineNS = ds.NewKey("/quarantine")
 	pinsNS       = ds.NewKey("/pins")
+	keptNS       = ds.NewKey("/kept")
 )
 
 // Store is a peer's content-addressed object store: a boxo blockstore that
 // re-hashes every block it reads, on a LevelDB datastore under the peer's
-// home (doc.go says why LevelDB). It is safe for concurrent use (pebble and the blockstore are).
+// home (doc.go says why LevelDB). It is safe for concurrent use (LevelDB
+// and the blockstore are).
 type Store struct {
 	ds  ds.Batching
 	bs  blockstore.Blockstore
 	log *slog.Logger
+	// gc is held shared by writes of several blocks that only make sense
+	// together (an object's shards, then its manifest) and exclusively by
+	// GC, so that a collection never sees shards whose manifest is not
+	// written yet and deletes them.
+	gc sync.RWMutex
 }
 
 // Option configures Open.

@@ -427,6 +427,9 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%s: %w (nothing was imported)", target, err)
 	}
 	for _, r := range roots {
+		if err := s.Keep(ctx, r); err != nil {
+			return fmt.Errorf("%s: keeping %s: %w", target, r, err)
+		}
 		fmt.Fprintf(stdout, "imported %s (%d blocks verified and stored)\n", r, n)
 	}
 	return nil
