@@ -506,12 +506,23 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	rep.AttackerViews = run.attackerSaw.Load()
 	rep.GossipLost = run.lost.Load()
 	rep.ProposalsWithheld = run.unsent.Load()
+	// Measure with no training under way: the peers go on running (the
+	// next height) and a training holds its graph and batches, hundreds of
+	// MB that came and went with when the run happened to end (the same
+	// run measured 121–251 MB per peer). Taking every training slot waits
+	// for those running and holds back the rest until the peers stop.
+	for range cap(run.cpus) {
+		select {
+		case run.cpus <- struct{}{}:
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		}
+	}
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	// Live bytes (HeapAlloc right after a collection), not HeapInuse: the
-	// spans in use also count free slots, which varied 122–251 MB per peer
-	// over runs with the same live heap.
+	// Live bytes (HeapAlloc right after a collection), not HeapInuse, which
+	// also counts free slots in the spans in use.
 	if ms.HeapAlloc > ms0.HeapAlloc {
 		rep.HeapPerPeer = (ms.HeapAlloc - ms0.HeapAlloc) / uint64(cfg.Peers)
 	}
