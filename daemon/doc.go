@@ -22,7 +22,12 @@
 //     data/privacy.json — and Run drives it until its context ends, then
 //     closes everything in reverse order (writes finished, store closed).
 //   - The HTTP API (Handler, ServeAPI): /status, /metrics, /block/{cid},
-//     /import, /healthz, on loopback unless allowed otherwise.
+//     /commit/{height}, /import, /healthz, on loopback unless allowed
+//     otherwise.
+//   - The store's upkeep: retention on every commit, and every gc_every
+//     heights a garbage collection (one at a time, off the shell's
+//     goroutine) that keeps the ledger's lineage manifests, recent tensors
+//     and work in flight.
 //   - The range protocol that serves runs of committed heights to peers
 //     catching up (p2p.ServeRange over the ledger's commits), and the DAG
 //     protocol that serves updates and models to whoever asks their author

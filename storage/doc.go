@@ -29,7 +29,15 @@
 // checkpoint is on disk before it is pinned, and a crash loses at most
 // blocks that were never pinned (which GC would remove anyway).
 //
+// Collection: GC keeps pinned and kept roots whole, every ledger block it
+// is given with the manifests its lineage links to (tensors only for blocks
+// from Collection.TensorsFrom on), and objects at or above
+// Collection.InFlightFrom; everything else goes. The lineage, and who
+// contributed what, stays auditable after the tensors are gone.
+//
 // Concurrency: Store is safe for concurrent use; encoding, hashing and
 // decoding of a checkpoint's shards run on all cores, each into its own
-// slot, so results do not depend on scheduling.
+// slot, so results do not depend on scheduling. Writes of several blocks
+// that belong together (shards, then their manifest) and GC exclude each
+// other.
 package storage
