@@ -9,7 +9,9 @@
 // One height h, as the core sees it:
 //
 //  1. With head M_h committed, a trainer emits Train{h, M_h}; when the
-//     shell reports Trained (the update stored), it emits Announce.
+//     shell reports Trained (the update stored), it emits Announce. With
+//     Privacy set the shell spends the budget first and clips and noises
+//     the update, or with PerExample has a PrivateTrainer run DP-SGD.
 //  2. Announced updates for h are collected; each unknown one is fetched
 //     (Fetch, then Fetched).
 //  3. The consensus machine runs (package consensus). When this validator
