@@ -33,7 +33,7 @@ func runTestnet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	tick := fs.Int("tick-ms", 100, "consensus tick")
 	collect := fs.Int("collect-ticks", 40, "ticks a proposer waits for updates (less once every active trainer delivered)")
 	psk := fs.Bool("psk", false, "make a private network (a pre-shared key in the genesis)")
-	open := fs.Bool("open", false, "let any peer train (no trainer allowlist); proposers then wait the whole collection window")
+	open := fs.Bool("open", false, "let any peer train (no trainer allowlist: any identity may announce updates and intents to train, so proposers may wait out the collection window for one that never delivers)")
 	dpSigma := fs.Float64("dp-sigma", 0, "DP noise multiplier (0: off)")
 	dpClip := fs.Float64("dp-clip", 1, "DP clip norm (of each update, or with --dp-mode sample of each example's gradient)")
 	dpMode := fs.String("dp-mode", daemon.DPUpdate, "DP: update (clip and noise each update) or sample (DP-SGD: per-example clipping, noise at every local step; 2nn only)")
