@@ -224,6 +224,32 @@ func (s *Store) GC(ctx context.Context, c Collection) (int, error) {
 			}
 		}
 	}
+	// Fetches write without the lock (a manifest first, then its shards):
+	// one that arrived meanwhile may list a shard already stored and
+	// listed as dead here (equal content, equal CID). Keep the content of
+	// every object that appeared during the collection.
+	listed := make(map[string]bool, len(all))
+	for _, k := range all {
+		listed[string(k.Hash())] = true
+	}
+	again, err := s.bs.AllKeysChan(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var arrived []cid.Cid
+	for k := range again {
+		if !listed[string(k.Hash())] {
+			arrived = append(arrived, k)
+		}
+	}
+	for _, k := range arrived {
+		if obj, err := s.GetObject(ctx, cid.NewCidV1(cid.DagCBOR, k.Hash())); err == nil {
+			content, _ := Links(obj)
+			for _, l := range content {
+				live[string(l.Hash())] = true
+			}
+		}
+	}
 	n := 0
 	for _, k := range all {
 		if live[string(k.Hash())] {
