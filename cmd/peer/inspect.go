@@ -33,6 +33,8 @@ type shardInfo struct {
 	Max    float64 `json:"max"`
 	Mean   float64 `json:"mean"`
 	L2     float64 `json:"l2"`
+	// Missing: not stored here (pruned, or never fetched).
+	Missing bool `json:"missing,omitempty"`
 }
 
 type inspection struct {
@@ -68,6 +70,7 @@ type inspection struct {
 	Shards         []shardInfo        `json:"shards,omitempty"`
 	Shard          *shardInfo         `json:"shard,omitempty"`
 	Verified       *int               `json:"blocks_verified,omitempty"`
+	Missing        int                `json:"shards_missing,omitempty"`
 }
 
 func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -183,6 +186,17 @@ func inspect(ctx context.Context, s *storage.Store, c cid.Cid) (*inspection, err
 		var all []float32
 		for _, r := range refs {
 			b, err := s.Get(ctx, r.Link.Cid)
+			if errors.Is(err, storage.ErrNotFound) {
+				// Pruned (storage.keep_updates) or never fetched: the
+				// manifest still says what it was.
+				si := shardInfo{CID: r.Link.String(), Offset: r.Offset, Missing: true}
+				if r.Tensor >= 0 && r.Tensor < len(layers) {
+					si.Tensor = layers[r.Tensor].Name
+				}
+				out = append(out, si)
+				in.Missing++
+				continue
+			}
 			if err != nil {
 				return nil, nil, err
 			}
@@ -225,8 +239,10 @@ func inspect(ctx context.Context, s *storage.Store, c cid.Cid) (*inspection, err
 		if in.Shards, all, err = shards(o.Shards, layers); err != nil {
 			return nil, err
 		}
-		norm := l2(all)
-		in.Norm = &norm
+		if in.Missing == 0 {
+			norm := l2(all)
+			in.Norm = &norm
+		}
 		ok, verr := verifyUpdate(o)
 		in.SignatureValid = &ok
 		if verr != nil {
@@ -326,7 +342,9 @@ func printInspection(w io.Writer, in *inspection) {
 	kv("author", in.Author)
 	if in.Kind == storage.KindUpdate {
 		fmt.Fprintf(w, "  samples    %d\n  codec      %s\n  clip       %g  sigma %g  epsilon %g\n", in.Samples, in.Codec, in.Clip, in.Sigma, in.Epsilon)
-		fmt.Fprintf(w, "  norm       %.6g\n", *in.Norm)
+		if in.Norm != nil {
+			fmt.Fprintf(w, "  norm       %.6g\n", *in.Norm)
+		}
 		fmt.Fprintf(w, "  signature  valid=%v %s\n", *in.SignatureValid, in.SignatureError)
 	}
 	kv("result", in.Result)
@@ -344,9 +362,16 @@ func printInspection(w io.Writer, in *inspection) {
 	if in.Shard != nil {
 		shards = []shardInfo{*in.Shard}
 	}
+	if in.Missing > 0 {
+		fmt.Fprintf(w, "  tensors    %d of %d shards not stored here (pruned by storage.keep_updates, or never fetched)\n", in.Missing, len(in.Shards))
+	}
 	if len(shards) > 0 {
 		fmt.Fprintf(w, "  %-60s %-12s %8s %7s %6s %10s %10s %10s %10s\n", "shard", "tensor", "offset", "len", "codec", "min", "max", "mean", "l2")
 		for _, s := range shards {
+			if s.Missing {
+				fmt.Fprintf(w, "  %-60s %-12s %8d %7s\n", s.CID, s.Tensor, s.Offset, "(not stored)")
+				continue
+			}
 			fmt.Fprintf(w, "  %-60s %-12s %8d %7d %6s %10.4g %10.4g %10.4g %10.4g\n", s.CID, s.Tensor, s.Offset, s.Len, s.Codec, s.Min, s.Max, s.Mean, s.L2)
 		}
 	}

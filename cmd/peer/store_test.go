@@ -93,4 +93,26 @@ func TestInspectExportImport(t *testing.T) {
 	if code, _, errs := runPeer("inspect", ck.String(), "--home", filepath.Join(home, "nope")); code != 1 || !strings.Contains(errs, "no store") {
 		t.Fatalf("missing home: %d %s", code, errs)
 	}
+	// An update whose tensors were pruned (storage.keep_updates) is still
+	// inspected from its manifest, and says what is missing.
+	s, err = openStore(home, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := s.GetObject(ctx, up)
+	if err == nil {
+		err = s.Blockstore().DeleteBlock(ctx, obj.(*storage.Update).Shards[0].Link.Cid)
+	}
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = runPeer("inspect", up.String(), "--home", home, "--json")
+	in = inspection{}
+	if code != 0 || json.Unmarshal([]byte(out), &in) != nil || in.Missing != 1 || in.Norm != nil || in.Author == "" || !in.Shards[0].Missing {
+		t.Fatalf("inspecting a pruned update: %d %s %s", code, out, errs)
+	}
+	if code, out, _ := runPeer("inspect", up.String(), "--home", home); code != 0 || !strings.Contains(out, "not stored here") {
+		t.Fatalf("inspecting a pruned update: %s", out)
+	}
 }
