@@ -14,7 +14,6 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/murmur-ml/murmur/consensus"
 	"github.com/murmur-ml/murmur/storage"
 )
 
@@ -130,21 +129,9 @@ func (p *Peer) CommitAt(ctx context.Context, h uint64) (*CommitView, error) {
 	if len(enc) == 0 {
 		return nil, fmt.Errorf("%w: height %d", ErrNotCommitted, h)
 	}
-	msg, err := consensus.Decode(enc[0])
+	cm, blk, err := ledgerEntry(enc[0])
 	if err != nil {
 		return nil, err
-	}
-	cm, ok := msg.(*consensus.Commit)
-	if !ok {
-		return nil, fmt.Errorf("daemon: ledger entry %d is a %T", h, msg)
-	}
-	obj, err := storage.Decode(cm.Value)
-	if err != nil {
-		return nil, err
-	}
-	blk, ok := obj.(*storage.Block)
-	if !ok {
-		return nil, fmt.Errorf("daemon: ledger entry %d holds a %T", h, obj)
 	}
 	_, c, err := storage.Encode(blk)
 	if err != nil {

@@ -761,21 +761,9 @@ func (p *Peer) collect(ctx context.Context) {
 func (p *Peer) gc(ctx context.Context, h uint64) (int, error) {
 	blocks := make([]*storage.Block, 0, h)
 	for _, enc := range p.commitRange(1, int(h)) {
-		msg, err := consensus.Decode(enc)
+		_, b, err := ledgerEntry(enc)
 		if err != nil {
 			return 0, err
-		}
-		cm, ok := msg.(*consensus.Commit)
-		if !ok {
-			return 0, fmt.Errorf("daemon: ledger entry is a %T", msg)
-		}
-		obj, err := storage.Decode(cm.Value)
-		if err != nil {
-			return 0, err
-		}
-		b, ok := obj.(*storage.Block)
-		if !ok {
-			return 0, fmt.Errorf("daemon: ledger entry holds a %T", obj)
 		}
 		blocks = append(blocks, b)
 	}
@@ -784,6 +772,28 @@ func (p *Peer) gc(ctx context.Context, h uint64) (int, error) {
 		c.TensorsFrom = h - k + 1
 	}
 	return p.store.GC(ctx, c)
+}
+
+// ledgerEntry decodes one of the commits a peer keeps (p.commits): the
+// commit and the block it certifies.
+func ledgerEntry(enc []byte) (*consensus.Commit, *storage.Block, error) {
+	msg, err := consensus.Decode(enc)
+	if err != nil {
+		return nil, nil, err
+	}
+	cm, ok := msg.(*consensus.Commit)
+	if !ok {
+		return nil, nil, fmt.Errorf("daemon: ledger entry is a %T", msg)
+	}
+	obj, err := storage.Decode(cm.Value)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, ok := obj.(*storage.Block)
+	if !ok {
+		return nil, nil, fmt.Errorf("daemon: ledger entry %d holds a %T", cm.Certificate.Height, obj)
+	}
+	return cm, b, nil
 }
 
 // evaluate measures each new head's test accuracy, newest first.
