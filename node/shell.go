@@ -490,10 +490,13 @@ func seedFrom(r *rand.Rand) [32]byte {
 
 // trainingDone marks the end of a training run; result is its Trained
 // event, or nil when it did not contribute.
-type trainingDone struct{ result any }
+type trainingDone struct {
+	result  any
+	private bool // the update is privatised: charge the budget when it is released
+}
 
-// startTraining spends the privacy budget for one update (if private) and
-// trains in the background; the run ends with a trainingDone.
+// startTraining checks that the privacy budget affords one more update (if
+// private) and trains in the background; the run ends with a trainingDone.
 func (s *Shell) startTraining(ctx context.Context, f Train, done chan<- any) error {
 	var dp *privateRun
 	if p := s.Privacy; p != nil {
@@ -504,38 +507,64 @@ func (s *Shell) startTraining(ctx context.Context, f Train, done chan<- any) err
 				"epsilon_spent", p.Budget.Spent(), "epsilon_budget", p.Budget.Epsilon, "updates", s.released)
 			return nil
 		}
-		// Account before the update can leave: a crash after releasing
-		// must not forget it.
-		if err := p.Budget.Spend(p.DP.Sigma, q, steps); err != nil {
+		// The update records the ε its author will have spent once it is
+		// released; the budget is charged then (trained), not now: a
+		// training that comes back too late is never released and costs
+		// nothing.
+		eps, err := p.Budget.After(p.DP.Sigma, q, steps)
+		if err != nil {
 			return fmt.Errorf("node: privacy budget: %w", err)
 		}
-		s.released++
-		if p.Spent != nil {
-			if err := p.Spent(s.released); err != nil {
-				return fmt.Errorf("node: recording privacy spend: %w", err)
-			}
-		}
-		dp = &privateRun{cfg: p.DP, epsilon: p.Budget.Spent(), noise: rand.New(rand.NewChaCha8(seedFrom(p.Noise))), perExample: p.PerExample}
+		dp = &privateRun{cfg: p.DP, epsilon: eps, noise: rand.New(rand.NewChaCha8(seedFrom(p.Noise))), perExample: p.PerExample}
 	}
 	s.training = true
 	s.spawn(func() {
 		res := s.train(ctx, f, dp)
-		send(ctx, done, trainingDone{result: res})
+		send(ctx, done, trainingDone{result: res, private: dp != nil})
 	})
 	return nil
 }
 
-// trained handles the end of a training run: the next queued request
-// starts, and the result (if any) becomes the core's event.
+// trained handles the end of a training run: a private update that will
+// be announced is charged to the budget (durably, before it can leave),
+// one that came back too late for its height is dropped unreleased; then
+// the next queued request starts, and the result (if any) becomes the
+// core's event.
 func (s *Shell) trained(ctx context.Context, t trainingDone, done chan<- any) (any, error) {
 	s.training = false
+	res := t.result
+	if tr, ok := res.(Trained); ok && t.private {
+		if tr.Height+1 < s.Core.Height() {
+			s.Log.Debug("training came back too late; dropped unreleased, no privacy spent", "height", tr.Height, "at_height", s.Core.Height())
+			res = nil
+		} else if err := s.spend(); err != nil {
+			return nil, err
+		}
+	}
 	if q := s.queued; q != nil {
 		s.queued = nil
 		if err := s.startTraining(ctx, *q, done); err != nil {
 			return nil, err
 		}
 	}
-	return t.result, nil
+	return res, nil
+}
+
+// spend charges one update to the privacy budget and records the count
+// durably: a crash after the update leaves must not forget it.
+func (s *Shell) spend() error {
+	p := s.Privacy
+	q, steps := p.cost()
+	if err := p.Budget.Spend(p.DP.Sigma, q, steps); err != nil {
+		return fmt.Errorf("node: privacy budget: %w", err)
+	}
+	s.released++
+	if p.Spent != nil {
+		if err := p.Spent(s.released); err != nil {
+			return fmt.Errorf("node: recording privacy spend: %w", err)
+		}
+	}
+	return nil
 }
 
 // train runs one training and stores the update; it returns the Trained
