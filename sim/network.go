@@ -267,8 +267,9 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 	if cfg.DP != nil && cfg.DP.Sigma == 0 {
 		// The smallest σ that keeps every peer within the target ε after all
 		// rounds (with DP-SGD, peers with less data sample at a higher rate).
-		// A peer pays when it starts training, and it starts on the next
-		// height as soon as one commits: a run of R heights pays for R+1.
+		// A peer pays when it releases an update, and it trains the next
+		// height as soon as one commits: by the time the run stops it may
+		// have released an update for height R+1 too.
 		dp := *cfg.DP
 		for _, part := range parts {
 			q, steps := 1.0, 1

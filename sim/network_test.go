@@ -271,8 +271,9 @@ func TestFullStackPrivacy(t *testing.T) {
 			}
 			t.Logf("%s: σ %.4f; ε spent %.4f (the accountant: %.4f after %d updates, %.4f after %d)",
 				tc.mode, rep.DPSigma, rep.Epsilon, eps(rounds), rounds, eps(rounds+1), rounds+1)
-			// A peer spends when it starts training, so the height after the
-			// last may already be paid for: σ is chosen for that.
+			// A peer trains the height after the last as soon as the last
+			// commits, and may release that update before the run stops: σ
+			// is chosen for R+1 updates.
 			if e := eps(rounds + 1); !(e <= target && e > 0.97*target) {
 				t.Fatalf("σ %v spends ε %v over %d trainings, want just under %v", rep.DPSigma, e, rounds+1, target)
 			}
