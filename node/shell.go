@@ -114,7 +114,7 @@ type Privacy struct {
 	Rate  float64
 	Steps int
 	// Spent, if set, is told the number of updates released so far, before
-	// the update is stored, so a restarted peer does not forget them.
+	// the update is announced, so a restarted peer does not forget them.
 	Spent func(released int) error
 }
 
