@@ -871,10 +871,13 @@ func (p *Peer) Status() Status {
 // (writes finished, store closed). It returns nil on a clean stop.
 func (p *Peer) Run(ctx context.Context) error {
 	defer p.close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// Deferred in this order so that they run as cancel, wait, close: a
+	// shell that stops with an error (its context still live) must stop
+	// the helpers too, or waiting for them would never end.
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	wg.Add(1)
 	go func() { defer wg.Done(); p.evaluate(ctx) }()
 	wg.Add(1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -525,5 +526,35 @@ func BenchmarkCatchUp(b *testing.B) {
 				c.stopAll()
 			}
 		})
+	}
+}
+
+// brokenNet fails as the shell starts listening.
+type brokenNet struct{ node.Network }
+
+var errBroken = errors.New("the updates topic is gone")
+
+func (brokenNet) Announcements(context.Context) (<-chan node.Announced, error) { return nil, errBroken }
+
+// A shell that stops with an error stops the peer's helpers too: Run
+// returns the error (it used to wait for them forever).
+func TestRunReturnsShellError(t *testing.T) {
+	c := newCluster(t, 1, 0, nil)
+	cfg := DefaultConfig()
+	p, err := New(context.Background(), c.homes[0], cfg, c.gen, WithHost(c.hosts[0]), WithStore(c.stores[0]),
+		WithData(c.data[0], c.test), WithLogger(testLogger(t)),
+		WithNetworkWrapper(func(n node.Network) node.Network { return brokenNet{n} }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errBroken) {
+			t.Fatalf("Run returned %v, want the shell's error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after the shell stopped with an error")
 	}
 }
