@@ -137,12 +137,17 @@ type Collection struct {
 func (s *Store) GC(ctx context.Context, c Collection) (int, error) {
 	s.gc.Lock()
 	defer s.gc.Unlock()
+	expanded := map[string]bool{}
 	live := map[string]bool{}
-	// whole marks root and its content; manifest marks root alone.
+	// whole marks root and its content (a root first marked alone, as an
+	// old block's lineage, may be whole for a later one: the base of the
+	// first block that keeps its tensors is the result of the last that
+	// does not).
 	whole := func(root cid.Cid) error {
-		if live[string(root.Hash())] {
+		if expanded[string(root.Hash())] {
 			return nil
 		}
+		expanded[string(root.Hash())] = true
 		live[string(root.Hash())] = true
 		if root.Type() != cid.DagCBOR {
 			return nil
