@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -170,9 +171,10 @@ type Peer struct {
 	arch   learner.Arch
 
 	height  atomic.Uint64 // the height being decided (gossip validators read it)
-	mu      sync.Mutex    // guards status and commits
+	mu      sync.Mutex    // guards status, commits and blocks
 	status  Status
-	commits [][]byte // encoded commits by height-1, served to peers catching up
+	commits [][]byte         // encoded commits by height-1, served to peers catching up
+	blocks  []*storage.Block // their blocks, decoded once (the store's collections read them)
 	evalCh  chan cid.Cid
 	gcCh    chan uint64 // committed heights to collect the store at
 	closers []func() error
@@ -368,14 +370,13 @@ func (p *Peer) restore(ctx context.Context, genesis cid.Cid) (*node.Core, []cons
 	for h := uint64(1); h <= led.Height(); h++ {
 		c, _ := led.Commit(h)
 		p.commits = append(p.commits, consensus.Encode(&c))
-		if h == led.Height() {
-			obj, err := storage.Decode(c.Value)
-			blk, ok := obj.(*storage.Block)
-			if err != nil || !ok {
-				return nil, nil, fmt.Errorf("daemon: ledger height %d holds no block: %v", h, err)
-			}
-			head = blk.Result.Cid
+		obj, err := storage.Decode(c.Value)
+		blk, ok := obj.(*storage.Block)
+		if err != nil || !ok {
+			return nil, nil, fmt.Errorf("daemon: ledger height %d holds no block: %v", h, err)
 		}
+		p.blocks = append(p.blocks, blk)
+		head = blk.Result.Cid
 	}
 	id := p.id.String()
 	cc, _ := p.gen.ConsensusConfig()
@@ -614,14 +615,7 @@ func (t *Trainer) TrainPrivate(_ context.Context, height uint64, base []float32,
 }
 
 // Cost is what one DP-SGD update spends: steps at sampling rate q.
-func (t *Trainer) Cost() (q float64, steps int) {
-	n := t.Data.N()
-	b := min(t.Config.BatchSize, n)
-	if t.Config.Steps > 0 {
-		return float64(b) / float64(n), t.Config.Steps
-	}
-	return float64(b) / float64(n), max(t.Config.Epochs, 1) * max(1, n/b)
-}
+func (t *Trainer) Cost() (q float64, steps int) { return learner.DPSGDCost(t.Config, t.Data.N()) }
 
 func (t *Trainer) train(height uint64, base []float32, run func(*learner.Model, *rand.Rand) (learner.TrainStats, error)) ([]float32, int, error) {
 	m := &learner.Model{Arch: t.Arch, Params: append([]float32(nil), base...)}
@@ -699,6 +693,7 @@ func (p *Peer) onCommit(c node.Commit) {
 	now := time.Now()
 	p.mu.Lock()
 	p.commits = append(p.commits, consensus.Encode(&consensus.Commit{Value: c.BlockBytes, Certificate: c.Certificate}))
+	p.blocks = append(p.blocks, c.Block)
 	var gap float64
 	if p.status.LastCommitUnix > 0 {
 		gap = now.Sub(time.Unix(p.status.LastCommitUnix, 0)).Seconds()
@@ -759,14 +754,9 @@ func (p *Peer) collect(ctx context.Context) {
 // with their lineage manifests, tensors of the last keep_updates heights,
 // pinned models and work in flight.
 func (p *Peer) gc(ctx context.Context, h uint64) (int, error) {
-	blocks := make([]*storage.Block, 0, h)
-	for _, enc := range p.commitRange(1, int(h)) {
-		_, b, err := ledgerEntry(enc)
-		if err != nil {
-			return 0, err
-		}
-		blocks = append(blocks, b)
-	}
+	p.mu.Lock()
+	blocks := slices.Clone(p.blocks)
+	p.mu.Unlock()
 	c := storage.Collection{Blocks: blocks, InFlightFrom: h}
 	if k := uint64(p.cfg.Storage.KeepUpdates); k > 0 && h > k {
 		c.TensorsFrom = h - k + 1

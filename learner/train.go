@@ -108,6 +108,17 @@ func Train(m *Model, data *Dataset, cfg TrainConfig, rng *rand.Rand) (TrainStats
 	return train(m, data, cfg, nil, rng, nil)
 }
 
+// DPSGDCost is what one DP-SGD training of cfg on n samples costs the
+// accountant: steps runs of the sampled Gaussian mechanism at rate q (the
+// batch over n), as TrainDP runs them.
+func DPSGDCost(cfg TrainConfig, n int) (q float64, steps int) {
+	b := min(cfg.BatchSize, n)
+	if cfg.Steps > 0 {
+		return float64(b) / float64(n), cfg.Steps
+	}
+	return float64(b) / float64(n), max(cfg.Epochs, 1) * max(1, n/b)
+}
+
 // TrainDP runs DP-SGD (Abadi et al. 2016) on m in place: each step draws a
 // Poisson sample of the data with rate q = BatchSize/n, clips every
 // example's gradient to L2 norm dp.Clip, sums, adds N(0, (dp.Sigma·Clip)²)

@@ -13,7 +13,6 @@ import (
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
-	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	mh "github.com/multiformats/go-multihash"
 )
 
@@ -76,12 +75,7 @@ func newBlockstore() blockstore.Blockstore {
 
 func TestFetchDAGFrom(t *testing.T) {
 	ctx := context.Background()
-	mn, err := mocknet.FullMeshConnected(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mn.Close()
-	a, b := mn.Hosts()[0], mn.Hosts()[1]
+	a, b := connectedPair(t)
 	src, dst := newBlockstore(), newBlockstore()
 	root, all := testDAG(t, []byte("shard one"), bytes.Repeat([]byte{9}, 300_000), []byte("shard one"))
 	if err := src.PutMany(ctx, all); err != nil {

@@ -9,17 +9,13 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 )
 
 func TestRange(t *testing.T) {
 	ctx := context.Background()
-	mn, err := mocknet.FullMeshConnected(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mn.Close()
-	a, b := mn.Hosts()[0], mn.Hosts()[1]
+	a, b := connectedPair(t)
 	items := [][]byte{[]byte("one"), []byte("two"), bytes.Repeat([]byte{7}, 100_000)}
 	ServeRange(a, "t", func(from uint64, n int) [][]byte {
 		if from >= uint64(len(items)) {
@@ -78,4 +74,15 @@ func FuzzReadRange(f *testing.F) {
 			t.Fatalf("%d items of %d bytes from %d input bytes", len(items), used, len(data))
 		}
 	})
+}
+
+// connectedPair is two connected in-memory hosts, closed with the test.
+func connectedPair(t *testing.T) (host.Host, host.Host) {
+	t.Helper()
+	mn, err := mocknet.FullMeshConnected(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mn.Close() })
+	return mn.Hosts()[0], mn.Hosts()[1]
 }

@@ -272,7 +272,7 @@ func Run(ctx context.Context, cfg Config, train, test *learner.Dataset, observe 
 			}
 			p.dpQ, p.dpSteps = 1, 1
 			if dp.Mode == DPSample {
-				p.dpQ, p.dpSteps = sampledSteps(cfg.Train, p.data.N())
+				p.dpQ, p.dpSteps = learner.DPSGDCost(cfg.Train, p.data.N())
 			}
 		}
 		if dp.Sigma == 0 {
@@ -373,16 +373,6 @@ type peer struct {
 	dpQ       float64         // sampling rate of one accounted mechanism
 	dpSteps   int             // mechanisms per round
 	stopped   bool            // budget exhausted: no longer contributes
-}
-
-// sampledSteps is DP-SGD's sampling rate and steps per round for a peer
-// with n samples (as learner.TrainDP runs them).
-func sampledSteps(c learner.TrainConfig, n int) (float64, int) {
-	b := min(c.BatchSize, n)
-	if c.Steps > 0 {
-		return float64(b) / float64(n), c.Steps
-	}
-	return float64(b) / float64(n), c.Epochs * max(1, n/b)
 }
 
 type trained struct {

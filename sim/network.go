@@ -274,7 +274,7 @@ func RunNetwork(ctx context.Context, cfg Config, nw Network, train, test *learne
 		for _, part := range parts {
 			q, steps := 1.0, 1
 			if dp.Mode == DPSample {
-				q, steps = sampledSteps(cfg.Train, len(part))
+				q, steps = learner.DPSGDCost(cfg.Train, len(part))
 			}
 			s, err := learner.NoiseMultiplier(dp.Epsilon, dp.delta(), q, (cfg.Rounds+1)*steps)
 			if err != nil {
