@@ -114,7 +114,11 @@ type Gossip struct {
 	topics  map[string]*pubsub.Topic
 	network string
 	metrics *Metrics
+	drops   *dropTracer
 }
+
+// Dropped counts the messages gossipsub has thrown away unjudged so far.
+func (g *Gossip) Dropped() Drops { return g.drops.drops() }
 
 // GossipOption configures NewGossip.
 type GossipOption func(*gossipOptions)
@@ -149,7 +153,11 @@ func NewGossip(ctx context.Context, h host.Host, network string, validators map[
 	}
 	kinds := []string{TopicUpdates, TopicConsensus, TopicHeads}
 	params, thresholds := scoreParams(network, kinds)
+	drops := &dropTracer{metrics: o.metrics}
 	psOpts := []pubsub.Option{
+		pubsub.WithRawTracer(drops),
+		pubsub.WithValidateQueueSize(validateQueue),
+		pubsub.WithPeerOutboundQueueSize(outboundQueue),
 		pubsub.WithMessageIdFn(messageID),
 		pubsub.WithPeerScore(params, thresholds),
 		pubsub.WithMaxMessageSize(MaxMessageBytes + 1024), // payload bound plus envelope
@@ -171,7 +179,7 @@ func NewGossip(ctx context.Context, h host.Host, network string, validators map[
 	if err != nil {
 		return nil, fmt.Errorf("p2p: gossipsub: %w", err)
 	}
-	g := &Gossip{ps: ps, topics: map[string]*pubsub.Topic{}, network: network, metrics: o.metrics}
+	g := &Gossip{ps: ps, topics: map[string]*pubsub.Topic{}, network: network, metrics: o.metrics, drops: drops}
 	for _, k := range kinds {
 		name := TopicName(network, k)
 		if v := validators[k]; v != nil {

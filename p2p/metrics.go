@@ -13,6 +13,7 @@ type Metrics struct {
 	messages *prometheus.CounterVec
 	bytesIn  *prometheus.CounterVec
 	sizes    *prometheus.HistogramVec
+	dropped  *prometheus.CounterVec
 }
 
 // NewMetrics registers the series on reg.
@@ -24,8 +25,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Gossip payload bytes validated, by topic."}, []string{"topic"}),
 		sizes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "murmur", Subsystem: "p2p", Name: "gossip_message_bytes",
 			Help: "Gossip payload sizes.", Buckets: prometheus.ExponentialBuckets(64, 4, 6)}, []string{"topic"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "murmur", Subsystem: "p2p", Name: "gossip_dropped_total",
+			Help: "Gossip messages dropped unjudged: outbound_queue, validation_queue, slow_subscriber."}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.bytesIn, m.sizes} {
+	for _, c := range []prometheus.Collector{m.messages, m.bytesIn, m.sizes, m.dropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -41,6 +44,13 @@ func (m *Metrics) message(topic string, v Verdict, n int) {
 	m.messages.WithLabelValues(topic, verdict).Inc()
 	m.bytesIn.WithLabelValues(topic).Add(float64(n))
 	m.sizes.WithLabelValues(topic).Observe(float64(n))
+}
+
+func (m *Metrics) drop(reason string) {
+	if m == nil {
+		return
+	}
+	m.dropped.WithLabelValues(reason).Inc()
 }
 
 // WatchHost exports the host's connected peer count and its traffic (from
