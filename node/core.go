@@ -177,6 +177,7 @@ type Core struct {
 	active   map[string]uint64           // trainer → last finished height it announced an update for
 	promised map[string]uint64           // trainer → height of an honoured intent it has not yet followed with an update
 	intents  map[string]bool             // intents for the next height, honoured when it starts
+	window   int                         // ticks the proposer may wait at this height (CollectTicks, stretched by late intents)
 	out      []any
 }
 
@@ -261,7 +262,7 @@ func (c *Core) Start() []any {
 }
 
 func (c *Core) startHeight() {
-	c.ticks, c.propose = 0, nil
+	c.ticks, c.propose, c.window = 0, nil, c.cfg.CollectTicks
 	c.updates, c.next = c.next, map[string]cid.Cid{}
 	for _, u := range c.updates {
 		c.want(u)
@@ -445,7 +446,7 @@ func (c *Core) maybePropose() {
 		return // nothing to aggregate yet: wait (the round may time out)
 	}
 	all := c.cfg.ExpectedUpdates > 0 && len(ups) >= c.cfg.ExpectedUpdates
-	if c.ticks < c.cfg.CollectTicks && !all && !c.allActiveIn() {
+	if c.ticks < c.window && !all && !c.allActiveIn() {
 		return
 	}
 	k := keyOf(c.head, ups)
@@ -484,7 +485,15 @@ func (c *Core) intent(a string, h uint64) {
 	}
 	switch h {
 	case c.height:
-		c.honour(a)
+		if c.honour(a) {
+			// An intent sent late in the height (a peer that has just
+			// caught up) would otherwise get only the rest of the window
+			// to fetch the head, train and deliver. Each one honoured
+			// stretches the window to a full one from now, up to
+			// stretchLimit: an author is believed once until it
+			// delivers, so what intents can delay is bounded.
+			c.window = max(c.window, min(c.ticks+c.cfg.CollectTicks, c.stretchLimit()))
+		}
 	case c.height + 1:
 		if len(c.intents) < maxPromised {
 			c.intents[a] = true
@@ -492,19 +501,30 @@ func (c *Core) intent(a string, h uint64) {
 	}
 }
 
-func (c *Core) honour(a string) {
+// stretchLimit is as long as intents may stretch the collection window:
+// twice the window, and a quarter of the propose timeout short of it, so
+// that the block is aggregated and out before the other validators give
+// up on the proposer (they count that timeout from the same start).
+func (c *Core) stretchLimit() int {
+	return max(c.cfg.CollectTicks, min(2*c.cfg.CollectTicks, c.cfg.Consensus.TimeoutPropose*3/4))
+}
+
+// honour counts an author's intent for this height, if it is believed,
+// and reports whether it was.
+func (c *Core) honour(a string) bool {
 	for b, h := range c.promised {
 		if h+promiseHeights < c.height {
 			delete(c.promised, b) // a broken promise is forgiven after a while
 		}
 	}
 	if _, broken := c.promised[a]; broken || c.isActive(a) || len(c.promised) >= maxPromised || !c.anyDelivered() {
-		return
+		return false
 	}
 	c.promised[a] = c.height
 	// Active as if its last update were for the height before this one:
 	// waited for here and, should this one come late, for the window after.
 	c.active[a] = max(c.active[a], c.height-1)
+	return true
 }
 
 // anyDelivered reports whether a trainer is active by an update it

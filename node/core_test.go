@@ -5,12 +5,14 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 
 	"github.com/murmur-ml/murmur/consensus"
+	"github.com/murmur-ml/murmur/storage"
 )
 
 type edSigner struct {
@@ -52,6 +54,8 @@ type world struct {
 	held  []heldEvent
 	// noIntents drops Intend effects (the behaviour before intents).
 	noIntents bool
+	// onTick, if set, runs after every tick (to inject events).
+	onTick func()
 }
 
 type heldEvent struct {
@@ -195,6 +199,9 @@ func (w *world) run(heights, maxTicks int) {
 			}
 		}
 		w.held = still
+		if w.onTick != nil {
+			w.onTick()
+		}
 	}
 }
 
@@ -473,5 +480,86 @@ func TestLateTrainerGetsIn(t *testing.T) {
 	// first missed).
 	if len(full) != 8 {
 		t.Fatalf("the slow trainer's update reached %d of the 8 blocks after it came back (%v), want all", len(full), full)
+	}
+}
+
+// TestLateIntentStretchesWindow: an intent honoured late in a height (a
+// peer that has just caught up) gives its author a full collection window
+// from then on, up to twice the window and a quarter of the propose
+// timeout short of it; an intent not believed stretches nothing.
+func TestLateIntentStretchesWindow(t *testing.T) {
+	tests := []struct {
+		name           string
+		collect, tprop int
+		ticks          int  // ticks into the height when the intent arrives
+		broken         bool // the author broke an earlier promise
+		want           int
+	}{
+		{"early intent: the window as it was", 10, 30, 0, false, 10},
+		{"late intent: a full window from now", 10, 30, 7, false, 17},
+		{"very late: twice the window at most", 10, 30, 15, false, 20},
+		{"short propose timeout caps it", 10, 16, 7, false, 12},
+		{"not believed: no stretch", 10, 30, 7, true, 10},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, 4, 1, -1)
+			c := w.cores[0]
+			c.cfg.ActiveWindow, c.cfg.CollectTicks, c.cfg.Consensus.TimeoutPropose = 2, tc.collect, tc.tprop
+			c.height = 3
+			c.startHeight()
+			c.active["y"] = 2 // another trainer delivered at the last height
+			if tc.broken {
+				c.promised["x"] = 2
+			}
+			c.ticks = tc.ticks
+			if _, err := c.Step(Announced{Author: "x", Height: 3}); err != nil {
+				t.Fatal(err)
+			}
+			if c.window != tc.want {
+				t.Fatalf("window %d ticks, want %d", c.window, tc.want)
+			}
+		})
+	}
+	// In a running network: the validators' trainings take 5 ticks of a
+	// 6-tick window; trainer x (not a validator) catches up 3 ticks into
+	// height 3, says it will train, and delivers 5 ticks later. Its update
+	// is in block 3 only with the stretch.
+	for _, stretch := range []bool{true, false} {
+		w := newWorld(t, 4, 3, -1)
+		for _, c := range w.cores {
+			c.cfg.CollectTicks, c.cfg.ActiveWindow = 6, 2
+			c.cfg.Consensus.TimeoutPropose = 40
+		}
+		w.slow = map[int]int{0: 5, 1: 5, 2: 5, 3: 5}
+		w.run(2, 2000)
+		update := fakeCID("x", 3)
+		k := 0
+		w.onTick = func() {
+			k++
+			switch k {
+			case 3:
+				for i, c := range w.cores {
+					if !stretch {
+						// The core before the stretch: a window of 6
+						// ticks whatever arrives (CollectTicks 0 would
+						// give the next heights no window; block 3 is
+						// all this looks at).
+						c.cfg.CollectTicks = 0
+					}
+					w.queue[i] = append(w.queue[i], Announced{Author: "x", Height: 3})
+				}
+			case 8:
+				for i := range w.cores {
+					w.queue[i] = append(w.queue[i], Announced{Author: "x", Height: 3, Update: update})
+				}
+			}
+		}
+		w.run(3, 2000)
+		checkChain(t, w, 3)
+		in := slices.ContainsFunc(w.commits[0][2].Block.Updates, func(l storage.Link) bool { return l.Cid.Equals(update) })
+		if in != stretch {
+			t.Fatalf("stretch %v: x's update in block 3 = %v (block %+v)", stretch, in, w.commits[0][2].Block.Updates)
+		}
 	}
 }

@@ -50,7 +50,10 @@
 // active at once, so the next block waits for its update. Intents count
 // only while some trainer is active by a delivered update (at the first
 // height the window is waited out), and an author whose last intent was
-// not followed by an update is not believed again until one comes.
+// not followed by an update is not believed again until one comes. An
+// intent honoured late in a height stretches the window to a full one from
+// its arrival (at most twice the window, and short of the propose
+// timeout), so a peer that caught up mid-height has the time to train.
 // Restore puts a core where its write-ahead log and ledger say it was.
 //
 // Effects that must be durable before others (consensus records before

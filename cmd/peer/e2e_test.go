@@ -241,7 +241,7 @@ func (tn *testnet) sameHead(peers ...int) *daemon.Status {
 // height ≥ 5 catches up and contributes; every peer stops cleanly on
 // SIGTERM.
 func TestLoopbackTestnet(t *testing.T) {
-	tn := newTestnet(t, 4, 1, "--steps", "30", "--collect-ticks", "30")
+	tn := newTestnet(t, 4, 1, "--steps", "30", "--collect-ticks", "60")
 	for i := range 4 {
 		tn.start(i)
 	}

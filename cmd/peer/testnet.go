@@ -31,7 +31,7 @@ func runTestnet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	arch := fs.String("model", learner.Arch2NN, "2nn or cnn")
 	steps := fs.Int("steps", 60, "local training steps per height")
 	tick := fs.Int("tick-ms", 100, "consensus tick")
-	collect := fs.Int("collect-ticks", 40, "ticks a proposer waits for updates (less once every active trainer delivered)")
+	collect := fs.Int("collect-ticks", 100, "ticks a proposer waits for updates: less once every active trainer delivered, so a long window costs only when a trainer stops (for its next 2 heights); short windows leave slow trainers out of blocks")
 	psk := fs.Bool("psk", false, "make a private network (a pre-shared key in the genesis)")
 	open := fs.Bool("open", false, "let any peer train (no trainer allowlist: any identity may announce updates and intents to train, so proposers may wait out the collection window for one that never delivers)")
 	dpSigma := fs.Float64("dp-sigma", 0, "DP noise multiplier (0: off)")
