@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"sync"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -35,12 +36,24 @@ const (
 	perExample // training plus what per-example gradient norms need (DP-SGD)
 )
 
+// buildMu serialises graph construction in the process. gorgonia numbers
+// the groups of Rectify, Conv2d and MaxPool nodes with an unsynchronised
+// package counter (internal/encoding.groupIndex, labels for graphviz
+// output), and a peer builds graphs concurrently: it trains while it
+// evaluates the head, and the simulator trains peers in parallel (the race
+// detector caught both). It is this package's one package-level variable
+// because what it guards is gorgonia's; building a graph takes
+// milliseconds, running it the time.
+var buildMu sync.Mutex
+
 // newNet builds the graph of m's architecture for batches of the given size.
 // For training it also builds the weighted cross-entropy loss
 // −Σ_i w_i Σ_c y_ic log p_ic and its gradients; perExample adds the
 // gradients with respect to each dense layer's pre-activations and reads
 // each layer's input, from which per-example gradient norms follow.
 func newNet(m *Model, batch int, kind int) (*net, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	if kind == perExample && m.Arch.Name != Arch2NN {
 		return nil, fmt.Errorf("%w: per-example clipping (DP-SGD) supports the %s only", ErrModel, Arch2NN)
 	}

@@ -181,13 +181,15 @@ func (s *Store) GC(ctx context.Context, c Collection) (int, error) {
 		_, lineage := Links(b)
 		for _, l := range lineage {
 			switch {
-			case !present(l): // never fetched here, or pruned already
-			case c.TensorsFrom == 0 || b.Height >= c.TensorsFrom:
+			case c.TensorsFrom > 0 && b.Height < c.TensorsFrom:
+				// Old: the manifest alone. No read, not even a lookup
+				// (marking an absent block live deletes nothing), so the
+				// long tail of the chain costs memory work only.
+				live[string(l.Hash())] = true
+			case present(l): // recent and here (not every update is fetched everywhere)
 				if err := whole(l); err != nil {
 					return 0, err
 				}
-			default:
-				live[string(l.Hash())] = true
 			}
 		}
 	}
