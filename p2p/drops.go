@@ -20,8 +20,9 @@ const (
 	outboundQueue = 256
 )
 
-// Drops counts messages gossipsub threw away without judging them: each
-// is a message some peer may never see (house rule: counted drops).
+// Drops counts what gossipsub threw away without judging it: each is a
+// message (or, outbound, an RPC of messages and control) some peer may
+// never see (house rule: counted drops).
 type Drops struct {
 	// Outbound: RPCs to a peer dropped because its queue was full.
 	Outbound uint64

@@ -26,7 +26,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		sizes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "murmur", Subsystem: "p2p", Name: "gossip_message_bytes",
 			Help: "Gossip payload sizes.", Buckets: prometheus.ExponentialBuckets(64, 4, 6)}, []string{"topic"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "murmur", Subsystem: "p2p", Name: "gossip_dropped_total",
-			Help: "Gossip messages dropped unjudged: outbound_queue, validation_queue, slow_subscriber."}, []string{"reason"}),
+			Help: "Gossip dropped unjudged: RPCs to a peer whose queue was full (outbound_queue), received messages the validators had no room for (validation_queue), accepted messages a local reader was too slow for (slow_subscriber)."}, []string{"reason"}),
 	}
 	for _, c := range []prometheus.Collector{m.messages, m.bytesIn, m.sizes, m.dropped} {
 		if err := reg.Register(c); err != nil {
