@@ -20,6 +20,7 @@ import (
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	ma "github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/murmur-ml/murmur/storage"
 )
@@ -404,4 +405,59 @@ func contentLinks(c cid.Cid, data []byte) ([]cid.Cid, error) {
 	}
 	content, _ := storage.Links(obj)
 	return content, nil
+}
+
+// TestDropsAreCounted: a local reader that never reads its subscription
+// makes gossipsub drop what overflows its buffer; each drop is counted, by
+// the gossip and on its metric.
+func TestDropsAreCounted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, hosts := mockHosts(t, 1)
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGossip(ctx, hosts[0], "test", nil, WithMetrics(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Subscribe(TopicHeads); err != nil { // never read
+		t.Fatal(err)
+	}
+	const sent = 200
+	for i := range sent {
+		if err := g.Publish(ctx, TopicHeads, []byte(fmt.Sprintf("head %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dropped := func() float64 {
+		fams, _ := reg.Gather()
+		for _, f := range fams {
+			if f.GetName() == "murmur_p2p_gossip_dropped_total" {
+				for _, x := range f.GetMetric() {
+					for _, l := range x.GetLabel() {
+						if l.GetName() == "reason" && l.GetValue() == "slow_subscriber" {
+							return x.GetCounter().GetValue()
+						}
+					}
+				}
+			}
+		}
+		return 0
+	}
+	// Delivery runs on gossipsub's goroutine: wait until it has settled
+	// and both counts agree.
+	var d Drops
+	if !eventually(t, 10*time.Second, func() bool {
+		d = g.Dropped()
+		return d.Undelivered > 0 && dropped() == float64(d.Undelivered) && g.Dropped() == d
+	}) {
+		t.Fatalf("after %d messages to an unread subscription: the gossip counts %+v, the metric %v", sent, g.Dropped(), dropped())
+	}
+	if d.Undelivered >= sent {
+		t.Fatalf("%d of %d dropped: the subscription buffered nothing", d.Undelivered, sent)
+	}
+	t.Logf("%d of %d dropped for the unread subscription: %+v", d.Undelivered, sent, d)
 }
