@@ -14,6 +14,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/murmur-ml/murmur/consensus"
 	"github.com/murmur-ml/murmur/storage"
 )
 
@@ -125,13 +126,20 @@ type UpdateEntry struct {
 
 // CommitAt reads the commit at height h from this peer's ledger.
 func (p *Peer) CommitAt(ctx context.Context, h uint64) (*CommitView, error) {
-	enc := p.commitRange(h, 1)
-	if len(enc) == 0 {
+	p.mu.Lock()
+	if h < 1 || h > uint64(len(p.commits)) {
+		p.mu.Unlock()
 		return nil, fmt.Errorf("%w: height %d", ErrNotCommitted, h)
 	}
-	cm, blk, err := ledgerEntry(enc[0])
+	enc, blk := p.commits[h-1], p.blocks[h-1] // the block decoded once, at commit
+	p.mu.Unlock()
+	msg, err := consensus.Decode(enc)
 	if err != nil {
 		return nil, err
+	}
+	cm, ok := msg.(*consensus.Commit)
+	if !ok {
+		return nil, fmt.Errorf("daemon: ledger entry %d is a %T", h, msg)
 	}
 	_, c, err := storage.Encode(blk)
 	if err != nil {

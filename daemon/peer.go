@@ -764,28 +764,6 @@ func (p *Peer) gc(ctx context.Context, h uint64) (int, error) {
 	return p.store.GC(ctx, c)
 }
 
-// ledgerEntry decodes one of the commits a peer keeps (p.commits): the
-// commit and the block it certifies.
-func ledgerEntry(enc []byte) (*consensus.Commit, *storage.Block, error) {
-	msg, err := consensus.Decode(enc)
-	if err != nil {
-		return nil, nil, err
-	}
-	cm, ok := msg.(*consensus.Commit)
-	if !ok {
-		return nil, nil, fmt.Errorf("daemon: ledger entry is a %T", msg)
-	}
-	obj, err := storage.Decode(cm.Value)
-	if err != nil {
-		return nil, nil, err
-	}
-	b, ok := obj.(*storage.Block)
-	if !ok {
-		return nil, nil, fmt.Errorf("daemon: ledger entry %d holds a %T", cm.Certificate.Height, obj)
-	}
-	return cm, b, nil
-}
-
 // evaluate measures each new head's test accuracy, newest first.
 func (p *Peer) evaluate(ctx context.Context) {
 	for {
